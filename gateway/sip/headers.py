@@ -1,0 +1,157 @@
+"""Header names and the structured header values (RFC 3261 sections 7.3, 20).
+
+Invariants:
+- Header names are compared by their *key*: the lower-case long form
+  (compact forms such as ``v`` and ``i`` are expanded, RFC 3261 section 7.3.3).
+- Parsed values are immutable and render back to the text they came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.sip.errors import SipParseError
+from gateway.sip.uri import (
+    WS,
+    Params,
+    get_param,
+    is_token,
+    parse_host,
+    parse_params,
+    render_params,
+    set_param,
+)
+
+# RFC 3261 section 7.3.3 and the IANA registry's compact forms.
+COMPACT = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+# How the gateway spells the headers it writes itself.
+CANONICAL = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+    "rack": "RAck",
+    "rseq": "RSeq",
+    "sip-etag": "SIP-ETag",
+    "sip-if-match": "SIP-If-Match",
+}
+
+# Headers whose value may be a comma-separated list (RFC 3261 section 7.3.1).
+# Headers that are single-valued must appear once (RFC 4475 section 3.3.8).
+SINGLE_VALUED = frozenset(
+    {"call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type"}
+)
+
+MAX_UINT32 = 2**32 - 1
+
+
+def header_key(name: str) -> str:
+    key = name.lower()
+    return COMPACT.get(key, key)
+
+
+def canonical_name(key: str) -> str:
+    name = CANONICAL.get(key)
+    if name is not None:
+        return name
+    return "-".join(part.capitalize() for part in key.split("-"))
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value: ``SIP/2.0/UDP host:port;branch=...`` (RFC 3261 section 20.42)."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: Params
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        proto, semi, ptext = text.partition(";")
+        parts = [p.strip(WS) for p in proto.split("/", 2)]
+        if len(parts) != 3:
+            raise SipParseError("bad Via sent-protocol")
+        name, version, rest = parts
+        if not is_token(name) or not is_token(version):
+            raise SipParseError("bad Via sent-protocol")
+        transport, _, sent_by = rest.strip(WS).partition(" ")
+        transport = transport.strip(WS)
+        sent_by = sent_by.strip(WS)
+        if "\t" in transport:
+            transport, _, more = transport.partition("\t")
+            sent_by = (more + sent_by).strip(WS)
+        if not is_token(transport) or not sent_by:
+            raise SipParseError("bad Via sent-by")
+        sent_by = sent_by.replace(" ", "").replace("\t", "")
+        host, port = parse_host(sent_by, "Via")
+        params = parse_params(ptext, "Via") if semi else ()
+        return cls(transport.upper(), host, port, params)
+
+    @property
+    def branch(self) -> str | None:
+        return get_param(self.params, "branch")
+
+    @property
+    def received(self) -> str | None:
+        return get_param(self.params, "received")
+
+    @property
+    def rport(self) -> str | None:
+        """``None`` when absent, ``""`` when present without a value."""
+        return get_param(self.params, "rport")
+
+    def with_param(self, name: str, value: str | None) -> Via:
+        return Via(self.transport, self.host, self.port, set_param(self.params, name, value))
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"SIP/2.0/{self.transport} {self.host}{port}{render_params(self.params)}"
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    seq: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        parts = text.split()
+        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+            raise SipParseError("bad CSeq")
+        seq = int(parts[0])
+        if seq > MAX_UINT32:
+            raise SipParseError("CSeq number out of range")
+        return cls(seq, parts[1])
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_uint(text: str, what: str, limit: int = MAX_UINT32) -> int:
+    text = text.strip(WS)
+    if not text.isdigit() or len(text) > 12 or int(text) > limit:
+        raise SipParseError(f"bad {what}")
+    return int(text)
