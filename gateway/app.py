@@ -1,0 +1,148 @@
+"""Wires the gateway onto one reactor: SIP stack, B2BUA, dial plan, signals.
+
+SIGHUP reloads the dial plans (the old plan stays if the new one is invalid);
+SIGTERM and SIGINT drain: new calls get 503, the process ends when the last
+call ends or after the grace period.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+from gateway.calls.b2bua import B2BUA
+from gateway.config import Config, Trunk
+from gateway.dialplan.plan import DialPlan
+from gateway.errors import ConfigError
+from gateway.sip.transaction import Timers, TransactionLayer
+from gateway.sip.transport import SipStack
+from gateway.tlsutil import client_options, ensure_certificate, server_options
+
+log = logging.getLogger("gateway")
+DRAIN_GRACE = 30.0
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def load_plan(config: Config) -> DialPlan:
+    return DialPlan.load(
+        config.dialplan.files, [t.name for t in config.trunks], list(config.sip.users)
+    )
+
+
+def _resolve_trunks(config: Config) -> Config:
+    """Trunks named by host name are resolved once at start-up."""
+    trunks: list[Trunk] = []
+    for trunk in config.trunks:
+        if trunk.host_ip is None:
+            try:
+                info = socket.getaddrinfo(trunk.host, trunk.port, type=socket.SOCK_DGRAM)
+                trunk = dataclasses.replace(trunk, host=str(info[0][4][0]))
+            except OSError as exc:
+                log.warning("trunk %s: cannot resolve %s: %s", trunk.name, trunk.host, exc)
+        trunks.append(trunk)
+    return dataclasses.replace(config, trunks=tuple(trunks))
+
+
+class Gateway:
+    """The running gateway (also used by tests that drive a reactor themselves)."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.reactor = reactor
+        self.config = config = _resolve_trunks(config)
+        self.plan = load_plan(config)
+        sip = config.sip
+        self.layer = TransactionLayer(Timers(sip.t1, sip.t2, sip.t4))
+        self.stack = SipStack(reactor, self.layer, sip.tcp_max_buffer)
+        if any(listen.transport == "tls" for listen in sip.listen):
+            hosts = [listen.host for listen in sip.listen] + [config.rest.listen.host]
+            ensure_certificate(config.tls.cert, config.tls.key, hosts)
+            self.stack.tls_server_options = server_options(config.tls.cert, config.tls.key)
+            self.stack.tls_client_options = client_options
+        self.b2bua = B2BUA(self.stack, config, self.plan, reactor.callLater)
+        self.stack.user = self.b2bua
+        self._stopping = False
+
+    def start(self) -> None:
+        for listen in self.config.sip.listen:
+            local = self.stack.listen(listen.transport, listen.host, listen.port)
+            log.info("SIP listening on %s:%s", local.transport, local.sent_by)
+
+    def reload(self) -> bool:
+        try:
+            plan = load_plan(self.config)
+        except ConfigError as err:
+            log.error("dial plan reload failed, keeping the old plan:\n%s", err)
+            return False
+        self.plan = plan
+        self.b2bua.plan = plan
+        log.info("dial plan reloaded: %d inbound rules, %d outbound routes",
+                 len(plan.inbound_rules), len(plan.outbound_routes))
+        return True
+
+    def drain(self, grace: float = DRAIN_GRACE) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.b2bua.draining = True
+        active = len(self.b2bua.calls)
+        log.info("draining: %d calls in progress, grace %ss", active, grace)
+        if active == 0:
+            self._stop()
+            return
+        self.b2bua.on_idle = self._stop
+        self.reactor.callLater(grace, self._stop)
+
+    def _stop(self) -> None:
+        if self.reactor.running:
+            counters = self.stack.counters
+            log.info(
+                "stopping: calls started %d answered %d failed %d; parse errors %d "
+                "(answered %d, dropped %d); handler bugs %d",
+                self.b2bua.stats.started, self.b2bua.stats.answered, self.b2bua.stats.failed,
+                counters.parse_errors, counters.answered_errors, counters.dropped,
+                counters.handler_errors,
+            )
+            self.stack.stop_listening()
+            self.reactor.stop()
+
+
+def run_gateway(config: Config) -> int:
+    """``acs-gateway run``: serve until SIGTERM/SIGINT; returns the exit status."""
+    from twisted.internet import reactor as default_reactor
+    from twisted.internet.error import CannotListenError
+
+    reactor: Any = default_reactor
+    setup_logging(config.log.level)
+    try:
+        gateway = Gateway(config, reactor)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    try:
+        gateway.start()
+    except CannotListenError as exc:
+        print(f"acs-gateway: cannot listen: {exc}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            reactor.callFromThread(gateway.reload)
+        else:
+            reactor.callFromThread(gateway.drain)
+
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    log.info("acs-gateway ready")
+    reactor.run(installSignalHandlers=False)
+    return 0

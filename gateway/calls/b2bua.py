@@ -1,0 +1,708 @@
+"""The B2BUA core: a call is two SIP dialogs joined by the gateway.
+
+An INVITE from a trunk becomes a Call with an inbound leg (``a``, the gateway is
+its UAS) and, after the dial plan decides, an outbound leg (``b``, the gateway
+is its UAC) with its own Call-ID, tags, CSeq and Via. Each SIP event from the
+transaction layer is dispatched here (``handle_event``).
+
+Invariants:
+- Every request the gateway receives gets exactly one final answer.
+- A call is removed from every table on every end path (BYE either side,
+  CANCEL, error, timeout, transport failure); ``len(calls)`` returns to 0.
+- Failover along the route's trunks happens on 408, 5xx, 6xx other than 603,
+  a transaction timeout or a transport failure; never on 486 or 603 (or any
+  other 4xx), never after the caller cancelled.
+- Headers the gateway does not own are copied byte-exact to the other leg.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import Config, Trunk, trunk_for_source
+from gateway.dialplan.plan import DialPlan
+from gateway.sip.errors import SipParseError
+from gateway.sip.message import (
+    HeaderField,
+    Request,
+    Response,
+    make_response,
+    reason_phrase,
+)
+from gateway.sip.transaction import (
+    AckReceived,
+    AckTimeout,
+    ClientTransaction,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    StrayResponse,
+    Target,
+    TransactionTimeout,
+    TransportFailed,
+)
+from gateway.sip.transport import SipStack
+from gateway.sip.uri import NameAddr, unescape
+from gateway.sip.validate import validate_request
+
+log = logging.getLogger("gateway.calls")
+
+ALLOWED = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "MESSAGE", "NOTIFY", "REFER"}
+)
+ALLOW_HEADER = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER"
+SUPPORTED: frozenset[str] = frozenset()
+
+# Headers the B2BUA writes itself on each leg; every other header is copied.
+OWNED = frozenset(
+    {
+        "via", "from", "to", "call-id", "cseq", "contact", "max-forwards", "content-length",
+        "route", "record-route", "authorization", "proxy-authorization", "www-authenticate",
+        "proxy-authenticate", "require", "supported", "allow", "rseq", "rack", "user-agent",
+        "server", "session-expires", "min-se", "proxy-require", "expires",
+    }
+)
+# Headers carried back with an error response mapped across.
+ERROR_COPY = frozenset({"reason", "warning", "retry-after"})
+DEFAULT_MAX_FORWARDS = 70
+
+
+def _failover_status(status: int) -> bool:
+    return status == 408 or 500 <= status <= 599 or (600 <= status <= 699 and status != 603)
+
+
+def _map_error(status: int) -> int:
+    """The status the caller sees for a final error from the callee side."""
+    if status in (401, 407):
+        return 403  # the trunk's credentials are not the caller's business
+    if 300 <= status <= 399:
+        return 480  # a B2BUA does not hand the trunk's redirect targets to the caller
+    return status
+
+
+def _token() -> str:
+    return secrets.token_hex(6)
+
+
+class Leg:
+    """One SIP dialog of a call."""
+
+    __slots__ = (
+        "call",
+        "call_id",
+        "confirmed",
+        "local_cseq",
+        "local_tag",
+        "local_uri",
+        "name",
+        "remote_cseq",
+        "remote_tag",
+        "remote_target",
+        "remote_uri",
+        "route_set",
+        "target",
+        "trunk",
+    )
+
+    def __init__(
+        self,
+        call: Call,
+        name: str,
+        call_id: str,
+        local_uri: str,
+        remote_uri: str,
+        target: Target,
+        trunk: str | None,
+    ) -> None:
+        self.call = call
+        self.name = name
+        self.call_id = call_id
+        self.local_tag = _token()
+        self.remote_tag: str | None = None
+        self.local_uri = local_uri  # From/To value naming the gateway's side, without tag
+        self.remote_uri = remote_uri  # From/To value naming the peer, without tag
+        self.local_cseq = 0
+        self.remote_cseq = -1
+        self.remote_target = ""  # the peer's Contact URI
+        self.route_set: list[str] = []
+        self.target = target
+        self.trunk = trunk
+        self.confirmed = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.call_id, self.local_tag)
+
+
+class Call:
+    __slots__ = (
+        "a",
+        "a_answered",
+        "a_txn",
+        "attempt",
+        "b",
+        "b_txn",
+        "cancelled",
+        "ended",
+        "id",
+        "invite",
+        "no_answer_timer",
+        "number",
+        "trunks",
+    )
+
+    def __init__(self, call_id: str, invite: Request, number: str, trunks: Sequence[str]) -> None:
+        self.id = call_id
+        self.invite = invite
+        self.number = number
+        self.trunks = tuple(trunks)
+        self.attempt = -1
+        self.a: Leg
+        self.b: Leg | None = None
+        self.a_txn: ServerTransaction
+        self.b_txn: ClientTransaction | None = None
+        self.a_answered = False
+        self.cancelled = False
+        self.ended = False
+        self.no_answer_timer: Any = None
+
+
+@dataclass(slots=True)
+class Pending:
+    """What a client transaction is for (its ``owner``)."""
+
+    purpose: str  # "invite" | "bye" | "relay" | "probe"
+    call: Call | None
+    leg: Leg | None
+    server_txn: ServerTransaction | None = None
+
+
+@dataclass
+class CallStats:
+    started: int = 0
+    answered: int = 0
+    failed: int = 0
+    rejected: int = 0
+    ended: int = 0
+
+
+class B2BUA:
+    """Joins inbound and outbound legs; the stack's transaction user."""
+
+    def __init__(
+        self,
+        stack: SipStack,
+        config: Config,
+        plan: DialPlan,
+        call_later: Callable[..., Any],
+    ) -> None:
+        self.stack = stack
+        self.layer = stack.layer
+        self.config = config
+        self.plan = plan
+        self.call_later = call_later
+        self.calls: dict[str, Call] = {}
+        self.dialogs: dict[tuple[str, str], Leg] = {}
+        self.trunks: dict[str, Trunk] = {t.name: t for t in config.trunks}
+        self.draining = False
+        self.stats = CallStats()
+        self.on_idle: Callable[[], None] | None = None
+        self.user_agent = config.sip.user_agent
+
+    # ------------------------------------------------------------------
+    # dispatch
+    # ------------------------------------------------------------------
+    def handle_event(self, event: Event, now: float) -> None:
+        if isinstance(event, ResponseReceived):
+            self._on_response(event.txn, event.response, event.retransmission)
+        elif isinstance(event, RequestReceived):
+            self._on_request(event.txn)
+        elif isinstance(event, AckReceived):
+            pass  # the layer stopped retransmitting our 2xx; nothing else to do
+        elif isinstance(event, TransactionTimeout):
+            if isinstance(event.txn, ClientTransaction):
+                self._on_client_failure(event.txn, 408, "Request Timeout")
+        elif isinstance(event, TransportFailed):
+            if isinstance(event.txn, ClientTransaction):
+                self._on_client_failure(event.txn, 503, "Transport Failure")
+        elif isinstance(event, AckTimeout):
+            owner = event.txn.owner
+            if isinstance(owner, Call) and not owner.ended:
+                log.info("call %s: no ACK for our 2xx, ending", owner.id)
+                self._bye(owner.a)
+                if owner.b is not None:
+                    self._bye(owner.b)
+                self._end(owner, "no ACK")
+        elif isinstance(event, StrayResponse):
+            pass
+
+    def invalid_request(self, request: Request, error: SipParseError, source: Target) -> None:
+        """A request the layer could not take (e.g. a broken Via on a new request)."""
+        if request.method == "ACK":
+            return
+        try:
+            resp = make_response(request, error.status, headers=error.extra_headers)
+        except SipParseError:
+            return
+        self.layer.send_stateless(resp, source)
+
+    # ------------------------------------------------------------------
+    # requests
+    # ------------------------------------------------------------------
+    def _respond(
+        self,
+        txn: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        to_tag: str | None = None,
+    ) -> None:
+        resp = make_response(
+            txn.request, status, reason, to_tag=to_tag or _token(), headers=headers
+        )
+        self.layer.send_response(txn, resp, self.stack.reactor.seconds())
+
+    def _on_request(self, txn: ServerTransaction) -> None:
+        req = txn.request
+        try:
+            validate_request(req, ALLOWED, SUPPORTED)
+        except SipParseError as err:
+            log.debug("rejecting %s %s: %s", req.method, err.status, err)
+            self._respond(txn, err.status, None, err.extra_headers)
+            return
+        to_tag = req.to.tag
+        if to_tag is not None:
+            self._in_dialog(txn, to_tag)
+            return
+        method = req.method
+        if method == "INVITE":
+            self._new_call(txn)
+        elif method == "CANCEL":
+            self._on_cancel(txn)
+        elif method == "OPTIONS":
+            self._respond(
+                txn,
+                200,
+                headers=(
+                    ("Allow", ALLOW_HEADER),
+                    ("Accept", "application/sdp"),
+                    ("Server", self.user_agent),
+                ),
+            )
+        else:
+            self._respond(txn, 481 if method == "BYE" else 405, headers=(("Allow", ALLOW_HEADER),))
+
+    def _called_number(self, req: Request) -> str:
+        uri = req.uri
+        user = uri.user if uri.is_sip else None
+        if user is None:
+            if uri.scheme == "tel":
+                user = uri.raw[4:]
+            else:
+                user = req.to.uri.user or ""
+        return unescape(user.split(";", 1)[0])
+
+    def _new_call(self, txn: ServerTransaction) -> None:
+        req = txn.request
+        source = txn.source
+        seconds = self.stack.reactor.seconds()
+        self._respond_100(txn, seconds)
+        if self.draining:
+            self._reject(txn, 503, (("Retry-After", str(self.config.sip.retry_after)),))
+            return
+        prefix = self.stack.branch_prefix
+        if any((v.branch or "").startswith(prefix) for v in req.vias):
+            self._reject(txn, 482)
+            return
+        max_forwards = req.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            self._reject(txn, 483)
+            return
+        if len(self.calls) >= self.config.sip.max_calls:
+            self._reject(txn, 503, (("Retry-After", str(self.config.sip.retry_after)),))
+            return
+        trunk = trunk_for_source(self.config, source.host, source.port)
+        if trunk is None:
+            log.info("INVITE from %s:%s matches no trunk: 403", source.host, source.port)
+            self._reject(txn, 403)
+            return
+        number = self._called_number(req)
+        decision = self.plan.route(number, trunk.name)
+        if decision.action == "none":
+            self._reject(txn, 404)
+            return
+        if decision.action not in ("outbound", "trunk") or not decision.trunks:
+            log.info("call to %s: action %s not available yet", number, decision.action)
+            self._reject(txn, 480)
+            return
+        call = Call(secrets.token_hex(8), req, decision.number, decision.trunks)
+        a = Leg(
+            call,
+            "a",
+            req.call_id,
+            req.get("to") or "",
+            req.get("from") or "",
+            source,
+            trunk.name,
+        )
+        from_addr = req.from_
+        a.local_uri = str(NameAddr.build(req.to.uri, display=req.to.display))
+        a.remote_uri = req.get("from") or ""
+        a.remote_tag = from_addr.tag
+        a.remote_cseq = req.cseq.seq
+        contacts = req.contacts
+        a.remote_target = str(contacts[0].uri) if contacts else req.uri_text
+        a.route_set = req.get_all("record-route")
+        call.a = a
+        call.a_txn = txn
+        txn.owner = call
+        self.calls[call.id] = call
+        self.dialogs[a.key] = a
+        self.stats.started += 1
+        timeout = self.config.sip.no_answer_timeout
+        if timeout > 0:
+            call.no_answer_timer = self.call_later(timeout, self._no_answer, call)
+        log.debug(
+            "call %s: %s -> %s from trunk %s via %s",
+            call.id, from_addr.uri.user, decision.number, trunk.name, ",".join(decision.trunks),
+        )
+        self._next_attempt(call, 0, "")
+
+    def _respond_100(self, txn: ServerTransaction, now: float) -> None:
+        self.layer.send_response(txn, make_response(txn.request, 100), now)
+
+    def _reject(
+        self, txn: ServerTransaction, status: int, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        self.stats.rejected += 1
+        self._respond(txn, status, None, headers)
+
+    # ------------------------------------------------------------------
+    # the outbound leg
+    # ------------------------------------------------------------------
+    def _next_attempt(self, call: Call, last_status: int, last_reason: str) -> None:
+        """Try the next trunk of the route, or give the caller the final answer."""
+        while True:
+            call.attempt += 1
+            if call.cancelled or call.ended:
+                return
+            if call.attempt >= len(call.trunks):
+                status = _map_error(last_status) if last_status else 503
+                self._fail(call, status, last_reason or reason_phrase(status))
+                return
+            trunk = self.trunks.get(call.trunks[call.attempt])
+            if trunk is not None:
+                break
+        self._send_invite(call, trunk)
+
+    def _local(self, transport: str) -> tuple[str, str]:
+        """(sent-by, contact URI) for a leg on ``transport``."""
+        local = self.stack.local.get(transport) or next(iter(self.stack.local.values()))
+        param = "" if transport == "udp" else f";transport={transport}"
+        return local.sent_by, f"<sip:{local.sent_by}{param}>"
+
+    def _send_invite(self, call: Call, trunk: Trunk) -> None:
+        a_req = call.invite
+        target = Target(trunk.transport, trunk.host, trunk.port)
+        host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+        domain = self.config.sip.domain
+        caller = a_req.from_
+        caller_user = caller.uri.user or "anonymous"
+        from_uri = f"sip:{caller_user}@{domain}"
+        local_uri = f"{caller.display} <{from_uri}>" if caller.display else f"<{from_uri}>"
+        remote_uri = f"<sip:{call.number}@{host}>"
+        b = Leg(call, "b", f"{secrets.token_hex(10)}@{domain}", local_uri, remote_uri, target,
+                trunk.name)
+        b.local_cseq = 1
+        b.remote_target = f"sip:{call.number}@{host}:{trunk.port}"
+        if trunk.transport != "udp":
+            b.remote_target += f";transport={trunk.transport}"
+        call.b = b
+        self.dialogs[b.key] = b
+        max_forwards = a_req.max_forwards
+        mf = DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1
+        sent_by, contact = self._local(trunk.transport)
+        fields: list[HeaderField] = [
+            ("via", f"SIP/2.0/{trunk.transport.upper()} {sent_by};branch="
+                    f"{self.stack.new_branch()};rport", None),
+            ("max-forwards", str(mf), None),
+            ("from", f"{local_uri};tag={b.local_tag}", None),
+            ("to", remote_uri, None),
+            ("call-id", b.call_id, None),
+            ("cseq", "1 INVITE", None),
+            ("contact", contact, None),
+            ("allow", ALLOW_HEADER, None),
+            ("user-agent", self.user_agent, None),
+        ]
+        fields.extend(f for f in a_req.fields if f[0] not in OWNED)
+        invite = Request("INVITE", b.remote_target, fields, a_req.body)
+        now = self.stack.reactor.seconds()
+        txn = self.layer.send_request(invite, target, now)
+        txn.owner = Pending("invite", call, b)
+        call.b_txn = txn
+
+    def _on_response(self, txn: ClientTransaction, resp: Response, retransmission: bool) -> None:
+        owner = txn.owner
+        if not isinstance(owner, Pending):
+            return
+        if owner.purpose == "invite":
+            self._on_invite_response(owner, txn, resp, retransmission)
+        elif owner.purpose == "relay":
+            self._relay_response(owner, txn, resp)
+        elif owner.purpose == "bye":
+            if resp.status >= 200 and owner.call is not None:
+                self._end(owner.call, "bye")
+
+    def _on_invite_response(
+        self, owner: Pending, txn: ClientTransaction, resp: Response, retransmission: bool
+    ) -> None:
+        call = owner.call
+        b = owner.leg
+        if call is None or b is None:
+            return
+        status = resp.status
+        if status < 200:
+            if status == 100 or call.a_answered or call.cancelled:
+                return
+            b.remote_tag = resp.to.tag or b.remote_tag
+            self._relay_to_a(call, resp)
+            return
+        if status >= 300:
+            if call.b_txn is txn:
+                call.b_txn = None
+            self.dialogs.pop(b.key, None)
+            if call.cancelled or call.a_answered:
+                return
+            if _failover_status(status) and call.attempt + 1 < len(call.trunks):
+                log.info("call %s: %s from trunk %s, failing over", call.id, status, b.trunk)
+                self._next_attempt(call, status, resp.reason)
+                return
+            extra = [(k, v) for k, v, _ in resp.fields if k in ERROR_COPY]
+            self._fail(call, _map_error(status), resp.reason, extra)
+            return
+        # 2xx
+        if retransmission:
+            return  # the layer re-sends our ACK itself
+        b.remote_tag = resp.to.tag
+        contacts = resp.contacts
+        b.remote_target = str(contacts[0].uri) if contacts else b.remote_target
+        b.route_set = list(reversed(resp.get_all("record-route")))
+        b.confirmed = True
+        ack = self._in_dialog_request(b, "ACK", cseq=txn.request.cseq.seq)
+        self.layer.send_ack_2xx(txn, ack)
+        if call.b_txn is txn:
+            call.b_txn = None
+        if call.cancelled or call.ended or call.a_answered:
+            self._bye(b)
+            return
+        self._cancel_no_answer(call)
+        call.a_answered = True
+        call.a.confirmed = True
+        self.stats.answered += 1
+        self._relay_to_a(call, resp)
+
+    def _relay_to_a(self, call: Call, resp: Response) -> None:
+        """Relay a provisional or 2xx response of the outbound INVITE to the caller."""
+        a = call.a
+        _, contact = self._local(a.target.transport)
+        headers: list[tuple[str, str]] = [("Contact", contact)]
+        headers.extend(("Record-Route", rr) for rr in call.invite.get_all("record-route"))
+        if resp.status >= 200:
+            headers.append(("Allow", ALLOW_HEADER))
+        out = make_response(call.invite, resp.status, resp.reason, to_tag=a.local_tag,
+                            headers=headers)
+        extra = [f for f in resp.fields if f[0] not in OWNED]
+        out = Response(out.status, out.reason, [*out.fields, *extra], resp.body)
+        self.layer.send_response(call.a_txn, out, self.stack.reactor.seconds())
+
+    def _fail(
+        self,
+        call: Call,
+        status: int,
+        reason: str,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        if not call.a_answered and not call.cancelled:
+            call.a_answered = True
+            self._respond(call.a_txn, status, reason, headers, to_tag=call.a.local_tag)
+        self.stats.failed += 1
+        self._end(call, f"failed {status}")
+
+    def _on_client_failure(self, txn: ClientTransaction, status: int, reason: str) -> None:
+        owner = txn.owner
+        if not isinstance(owner, Pending) or owner.call is None:
+            return
+        call = owner.call
+        if owner.purpose == "invite":
+            if call.b_txn is txn:
+                call.b_txn = None
+            if owner.leg is not None:
+                self.dialogs.pop(owner.leg.key, None)
+            if call.cancelled or call.a_answered or call.ended:
+                self._end(call, "cancelled")
+                return
+            log.info("call %s: %s towards trunk %s", call.id, reason,
+                     owner.leg.trunk if owner.leg else "?")
+            self._next_attempt(call, status, reason)
+        elif owner.purpose == "relay" and owner.server_txn is not None:
+            self._respond(owner.server_txn, status, reason, to_tag=self._our_tag(owner))
+        elif owner.purpose == "bye":
+            self._end(call, "bye timeout")
+
+    def _our_tag(self, owner: Pending) -> str | None:
+        srv = owner.server_txn
+        if srv is None:
+            return None
+        return srv.request.to.tag
+
+    def _no_answer(self, call: Call) -> None:
+        call.no_answer_timer = None
+        if call.a_answered or call.cancelled or call.ended:
+            return
+        log.info("call %s: no answer after %ss", call.id, self.config.sip.no_answer_timeout)
+        call.cancelled = True
+        self._respond(call.a_txn, 480, "No Answer", to_tag=call.a.local_tag)
+        call.a_answered = True
+        self._cancel_b(call)
+        self.stack.flush()
+
+    def _cancel_no_answer(self, call: Call) -> None:
+        timer = call.no_answer_timer
+        if timer is not None:
+            call.no_answer_timer = None
+            if timer.active():
+                timer.cancel()
+
+    def _cancel_b(self, call: Call) -> None:
+        if call.b_txn is not None:
+            self.layer.send_cancel(call.b_txn, self.stack.reactor.seconds())
+        else:
+            self._end(call, "cancelled")
+
+    # ------------------------------------------------------------------
+    # CANCEL, BYE and other in-dialog requests
+    # ------------------------------------------------------------------
+    def _on_cancel(self, txn: ServerTransaction) -> None:
+        invite_txn = self.layer.find_invite(txn.request)
+        if invite_txn is None or not isinstance(invite_txn.owner, Call):
+            self._respond(txn, 481)
+            return
+        call = invite_txn.owner
+        self._respond(txn, 200, to_tag=call.a.local_tag)
+        if call.a_answered or call.cancelled:
+            return
+        call.cancelled = True
+        call.a_answered = True
+        self._cancel_no_answer(call)
+        self._respond(invite_txn, 487, to_tag=call.a.local_tag)
+        self._cancel_b(call)
+
+    def _in_dialog(self, txn: ServerTransaction, to_tag: str) -> None:
+        req = txn.request
+        leg = self.dialogs.get((req.call_id, to_tag))
+        if leg is None:
+            self._respond(txn, 481, to_tag=None)
+            return
+        call = leg.call
+        cseq = req.cseq.seq
+        if cseq <= leg.remote_cseq and req.method != "ACK":
+            self._respond(txn, 500, "CSeq out of order", to_tag=to_tag)
+            return
+        leg.remote_cseq = cseq
+        other = call.b if leg is call.a else call.a
+        if req.method == "BYE":
+            self._respond(txn, 200, to_tag=to_tag)
+            if other is not None and other.confirmed and not call.ended:
+                self._bye(other)
+                self._detach(call)
+            elif other is not None and not call.a_answered:
+                self._fail(call, 480, "Callee Hung Up")
+            else:
+                self._end(call, "bye")
+            return
+        if other is None or not other.confirmed or call.ended:
+            self._respond(txn, 481, to_tag=to_tag)
+            return
+        self._relay_request(txn, leg, other)
+
+    def _relay_request(self, txn: ServerTransaction, leg: Leg, other: Leg) -> None:
+        req = txn.request
+        extra = [f for f in req.fields if f[0] not in OWNED]
+        out = self._in_dialog_request(other, req.method, extra=extra, body=req.body)
+        client = self.layer.send_request(out, other.target, self.stack.reactor.seconds())
+        client.owner = Pending("relay", leg.call, other, txn)
+
+    def _relay_response(self, owner: Pending, txn: ClientTransaction, resp: Response) -> None:
+        srv = owner.server_txn
+        if srv is None or resp.status == 100:
+            return
+        if txn.is_invite and 200 <= resp.status < 300 and owner.leg is not None:
+            ack = self._in_dialog_request(owner.leg, "ACK", cseq=txn.request.cseq.seq)
+            self.layer.send_ack_2xx(txn, ack)
+        out = make_response(srv.request, resp.status, resp.reason, to_tag=srv.request.to.tag)
+        extra = [f for f in resp.fields if f[0] not in OWNED or f[0] in ("require", "supported")]
+        if txn.is_invite and resp.status < 300 and owner.call is not None:
+            _, contact = self._local(srv.source.transport)
+            extra.append(("contact", contact, None))
+        out = Response(out.status, out.reason, [*out.fields, *extra], resp.body)
+        self.layer.send_response(srv, out, self.stack.reactor.seconds())
+
+    def _in_dialog_request(
+        self,
+        leg: Leg,
+        method: str,
+        *,
+        cseq: int | None = None,
+        extra: Sequence[HeaderField] = (),
+        body: bytes = b"",
+    ) -> Request:
+        if cseq is None:
+            leg.local_cseq += 1
+            cseq = leg.local_cseq
+        transport = leg.target.transport
+        sent_by, contact = self._local(transport)
+        remote = leg.remote_uri
+        if leg.remote_tag:
+            remote = f"{remote};tag={leg.remote_tag}"
+        fields: list[HeaderField] = [
+            ("via", f"SIP/2.0/{transport.upper()} {sent_by};branch={self.stack.new_branch()}"
+                    ";rport", None),
+            ("max-forwards", str(DEFAULT_MAX_FORWARDS), None),
+            ("from", f"{leg.local_uri};tag={leg.local_tag}", None),
+            ("to", remote, None),
+            ("call-id", leg.call_id, None),
+            ("cseq", f"{cseq} {method}", None),
+        ]
+        fields.extend(("route", r, None) for r in leg.route_set)
+        if method in ("INVITE", "UPDATE", "REFER", "NOTIFY", "SUBSCRIBE"):
+            fields.append(("contact", contact, None))
+        fields.extend(extra)
+        return Request(method, leg.remote_target or leg.remote_uri, fields, body)
+
+    def _bye(self, leg: Leg) -> None:
+        req = self._in_dialog_request(leg, "BYE")
+        txn = self.layer.send_request(req, leg.target, self.stack.reactor.seconds())
+        txn.owner = Pending("bye", leg.call, leg)
+
+    def _detach(self, call: Call) -> None:
+        """The call is ending: wait for the BYE answer, but accept no new work."""
+        call.ended = True
+        self._cancel_no_answer(call)
+
+    def _end(self, call: Call, why: str) -> None:
+        if self.calls.pop(call.id, None) is None:
+            return
+        call.ended = True
+        self._cancel_no_answer(call)
+        self.dialogs.pop(call.a.key, None)
+        if call.b is not None:
+            self.dialogs.pop(call.b.key, None)
+        self.stats.ended += 1
+        log.debug("call %s ended: %s", call.id, why)
+        if not self.calls and self.on_idle is not None:
+            self.on_idle()
