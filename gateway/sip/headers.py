@@ -8,6 +8,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gateway.sip.errors import SipParseError
@@ -15,6 +16,7 @@ from gateway.sip.uri import (
     WS,
     Params,
     get_param,
+    is_digits,
     is_token,
     parse_host,
     parse_params,
@@ -65,6 +67,17 @@ SINGLE_VALUED = frozenset(
 )
 
 MAX_UINT32 = 2**32 - 1
+_COLON_LWS_RE = re.compile(r"[ \t]*:[ \t]*")
+
+
+def _bounded_int(digits: str, limit: int) -> int | None:
+    """``int(digits)`` if it is at most ``limit``, else None, without converting a huge
+    string (a peer-controlled 5000-digit number would make ``int()`` raise ValueError)."""
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(limit)):
+        return None
+    value = int(significant) if significant else 0
+    return value if value <= limit else None
 
 
 def header_key(name: str) -> str:
@@ -105,7 +118,10 @@ class Via:
             sent_by = (more + sent_by).strip(WS)
         if not is_token(transport) or not sent_by:
             raise SipParseError("bad Via sent-by")
-        sent_by = sent_by.replace(" ", "").replace("\t", "")
+        if " " in sent_by or "\t" in sent_by:  # LWS is allowed around the colon only
+            sent_by = _COLON_LWS_RE.sub(":", sent_by)
+            if " " in sent_by or "\t" in sent_by:
+                raise SipParseError("bad Via sent-by")
         host, port = parse_host(sent_by, "Via")
         params = parse_params(ptext, "Via") if semi else ()
         return cls(transport.upper(), host, port, params)
@@ -139,11 +155,11 @@ class CSeq:
     @classmethod
     def parse(cls, text: str) -> CSeq:
         parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+        if len(parts) != 2 or not is_digits(parts[0]) or not is_token(parts[1]):
             raise SipParseError("bad CSeq")
-        seq = int(parts[0])
-        if seq > MAX_UINT32:
-            raise SipParseError("CSeq number out of range")
+        seq = _bounded_int(parts[0], MAX_UINT32)
+        if seq is None:
+            raise SipParseError("CSeq number out of range")  # RFC 3261 section 8.1.1.5
         return cls(seq, parts[1])
 
     def __str__(self) -> str:
@@ -151,7 +167,9 @@ class CSeq:
 
 
 def parse_uint(text: str, what: str, limit: int = MAX_UINT32) -> int:
+    """A decimal header value in ``0..limit``; leading zeros allowed (RFC 4475 section 3.1.1.1)."""
     text = text.strip(WS)
-    if not text.isdigit() or len(text) > 12 or int(text) > limit:
+    value = _bounded_int(text, limit) if is_digits(text) else None
+    if value is None:
         raise SipParseError(f"bad {what}")
-    return int(text)
+    return value

@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from gateway.sip.headers import (
     header_key,
     parse_uint,
 )
-from gateway.sip.uri import TOKEN_CHARS, NameAddr, SipUri, split_commas
+from gateway.sip.uri import NameAddr, SipUri, is_digits, is_token, split_commas
 
 SIP_VERSION = "SIP/2.0"
 MAX_HEADERS = 256
@@ -33,20 +34,49 @@ MAX_HEADERS = 256
 HeaderField = tuple[str, str, str | None]
 
 REASONS = {
-    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
-    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
-    301: "Moved Permanently", 302: "Moved Temporarily", 400: "Bad Request",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    406: "Not Acceptable", 407: "Proxy Authentication Required", 408: "Request Timeout",
-    413: "Request Entity Too Large", 415: "Unsupported Media Type",
-    416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
-    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
-    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete",
-    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
-    491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented",
-    502: "Bad Gateway", 503: "Service Unavailable", 504: "Server Time-out",
-    505: "Version Not Supported", 513: "Message Too Large", 600: "Busy Everywhere",
-    603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
 }
 
 
@@ -168,7 +198,9 @@ class Message:
 
     # -- building -------------------------------------------------------
     def header_lines(self) -> list[str]:
-        return [raw if raw is not None else f"{canonical_name(k)}: {v}" for k, v, raw in self.fields]
+        return [
+            raw if raw is not None else f"{canonical_name(k)}: {v}" for k, v, raw in self.fields
+        ]
 
     def _with(self, fields: Iterable[HeaderField], body: bytes | None = None) -> Any:
         raise NotImplementedError
@@ -219,7 +251,18 @@ class Message:
         return self._with(out)
 
     def with_body(self, body: bytes, content_type: str | None = None) -> Any:
-        msg = self._with(self.fields, body)
+        """A copy with ``body``; Content-Length follows it (kept byte-exact if still right)."""
+        fields: list[HeaderField] = []
+        placed = False
+        for field in self.fields:
+            if field[0] == "content-length":
+                if placed:
+                    continue
+                placed = True
+                if not _length_matches(field[1], len(body)):
+                    field = ("content-length", str(len(body)), None)
+            fields.append(field)
+        msg = self._with(fields, body)
         if content_type is not None:
             msg = msg.with_header("content-type", content_type)
         elif not body:
@@ -235,7 +278,7 @@ class Message:
                 if have_length:
                     continue
                 have_length = True
-                if raw is None or parse_content_length(value) != len(body):
+                if raw is None or not _length_matches(value, len(body)):
                     lines.append(f"Content-Length: {len(body)}")
                     continue
             lines.append(raw if raw is not None else f"{canonical_name(key)}: {value}")
@@ -312,6 +355,28 @@ def parse_content_length(value: str) -> int:
     return parse_uint(value, "Content-Length", 2**31)
 
 
+def _length_matches(value: str, length: int) -> bool:
+    try:
+        return parse_content_length(value) == length
+    except SipParseError:
+        return False
+
+
+def _is_response_line(start: str) -> bool:
+    """A status line: "SIP/" (the version is case-insensitive, RFC 3261 section 7.1)."""
+    return start.startswith("SIP/") or start[:4].upper() == "SIP/"
+
+
+def _fail(err: SipParseError, start: str, fields: Sequence[HeaderField]) -> SipParseError:
+    """Attach what was recovered, so a 4xx/5xx can still be built (section 8.2.6.2)."""
+    if err.start_line is None:
+        err.start_line = start
+        err.raw_headers = [(k, v) for k, v, _ in fields]
+    if _is_response_line(err.start_line):
+        err.respond = False  # a response is never answered, only dropped
+    return err
+
+
 def _split_fields(head: str) -> tuple[str, list[HeaderField]]:
     lines = head.split("\r\n")
     if len(lines) == 1 and "\n" in head:
@@ -332,40 +397,35 @@ def _split_fields(head: str) -> tuple[str, list[HeaderField]]:
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
-        if not colon or not name or any(c not in TOKEN_CHARS for c in name):
-            err = SipParseError("malformed header line")
-            err.start_line = start
-            err.raw_headers = [(header_key(k), v) for k, v, _ in fields]
-            raise err
+        if not colon or not is_token(name):
+            raise _fail(SipParseError("malformed header line"), start, fields)
         fields.append((header_key(name), value.strip(" \t"), raw))
         if len(fields) > MAX_HEADERS:
-            raise SipParseError("too many headers", 413)
+            raise _fail(SipParseError("too many headers", 413), start, fields)
     return start, fields
 
 
 def _parse_start(start: str, fields: list[HeaderField], body: bytes) -> SipMessage:
-    if start.startswith(SIP_VERSION + " "):
-        parts = start.split(" ", 2)
-        code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
-            raise SipParseError("bad status code", respond=False)
-        return Response(int(code), parts[2] if len(parts) > 2 else "", fields, body)
+    if _is_response_line(start):
+        version, _, rest = start.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if version.upper() != SIP_VERSION:
+            raise _fail(SipParseError("SIP version not supported"), start, fields)
+        if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
+            raise _fail(SipParseError("bad status code"), start, fields)  # RFC 4475 3.1.2.19
+        return Response(int(code), reason, fields, body)
     parts = start.split(" ")
     if len(parts) != 3 or not all(parts):
-        err = SipParseError("malformed Request-Line")
-        err.start_line = start
-        err.raw_headers = [(k, v) for k, v, _ in fields]
-        raise err
+        raise _fail(SipParseError("malformed Request-Line"), start, fields)
     method, uri, version = parts
-    if any(c not in TOKEN_CHARS for c in method):
-        raise SipParseError("bad method", respond=False)
-    if not version.startswith("SIP/"):
-        raise SipParseError("not a SIP request", respond=False)
+    if not is_token(method):
+        raise _fail(SipParseError("bad method", respond=False), start, fields)
     if version != SIP_VERSION:
-        err = SipParseError("SIP version not supported", 505)
-        err.start_line = start
-        err.raw_headers = [(k, v) for k, v, _ in fields]
-        raise err
+        upper = version.upper()
+        if not upper.startswith("SIP/"):
+            raise _fail(SipParseError("not a SIP request", respond=False), start, fields)
+        if upper != SIP_VERSION:  # RFC 3261 21.5.7, RFC 4475 3.1.2.16
+            raise _fail(SipParseError("SIP version not supported", 505), start, fields)
     return Request(method, uri, fields, body)
 
 
@@ -373,8 +433,13 @@ def parse_datagram(data: bytes) -> SipMessage:
     """Parse one message from one datagram (RFC 3261 section 18.3).
 
     A body longer than Content-Length is truncated (trailing octets discarded);
-    a shorter one is an error (400).
+    a shorter one is an error (400). Without Content-Length the body runs to the
+    end of the datagram.
     """
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # CRLFs before the start-line are ignored (section 7.5)
+        if not data:
+            raise SipParseError("empty message", respond=False)
     head_end = data.find(b"\r\n\r\n")
     sep = 4
     if head_end < 0:
@@ -384,78 +449,96 @@ def parse_datagram(data: bytes) -> SipMessage:
             head_end = len(data)
             sep = 0
     head = data[:head_end].decode("latin-1")
-    start, fields = _split_fields(head.lstrip("\r\n"))
+    start, fields = _split_fields(head)
     body = data[head_end + sep :]
     lengths = [v for k, v, _ in fields if k == "content-length"]
-    try:
-        if lengths:
-            if len(set(lengths)) > 1:
-                raise SipParseError("conflicting Content-Length headers")
-            try:
-                length = parse_content_length(lengths[0])
-            except SipParseError:
-                raise SipParseError("bad Content-Length") from None
-            if length > len(body):
-                raise SipParseError("body shorter than Content-Length")
-            body = body[:length]
-        msg = _parse_start(start, fields, body)
-    except SipParseError as err:
-        if not err.raw_headers:
-            err.start_line = start
-            err.raw_headers = [(k, v) for k, v, _ in fields]
-        if start.startswith(SIP_VERSION + " "):
-            err.respond = False  # responses are never answered
-        raise
-    return msg
+    if lengths:
+        if len(lengths) > 1 and len(set(lengths)) > 1:
+            raise _fail(SipParseError("conflicting Content-Length headers"), start, fields)
+        try:
+            length = parse_content_length(lengths[0])
+        except SipParseError:
+            raise _fail(SipParseError("bad Content-Length"), start, fields) from None
+        if length > len(body):
+            raise _fail(SipParseError("body shorter than Content-Length"), start, fields)
+        body = body[:length]
+    return _parse_start(start, fields, body)
 
 
 class StreamFramer:
     """Frames messages from a byte stream (TCP/TLS); RFC 3261 section 18.3.
 
-    Content-Length is mandatory on streams. CRLF keep-alives between messages
-    (RFC 5626 section 3.5.1) are reported through ``pings``. Buffered octets
-    are capped: past ``max_buffer`` the framer raises (the caller closes).
+    Content-Length is mandatory on streams. CRLFs before a start-line are
+    skipped (section 7.5); each CRLFCRLF keep-alive ping (RFC 5626 section
+    3.5.1) adds one to ``pings``, however the octets were split. Buffered octets
+    are capped: past ``max_buffer`` the framer raises (the caller closes). After
+    any error the stream cannot be re-synchronised: the caller closes it.
     """
 
     def __init__(self, max_buffer: int = 65536) -> None:
         self._buf = bytearray()
         self.max_buffer = max_buffer
         self.pings = 0
+        self._crlfs = 0  # CRLF pairs seen since the last message or ping
+        self._scanned = 0  # octets of the buffer already searched for the blank line
+        self._head: tuple[str, list[HeaderField], int, int] | None = None
 
     def feed(self, data: bytes) -> list[SipMessage]:
+        """Add received octets; return the messages they complete, in order."""
         buf = self._buf
         buf += data
         out: list[SipMessage] = []
         while True:
-            # skip keep-alive CRLFs before a message
-            skip = 0
-            while buf[skip : skip + 2] == b"\r\n":
-                skip += 2
-            if skip:
-                if skip >= 4:
-                    self.pings += 1
-                del buf[:skip]
-            head_end = buf.find(b"\r\n\r\n")
-            if head_end < 0:
-                if len(buf) > self.max_buffer:
-                    raise SipParseError("header block too large", 413)
-                return out
-            head = bytes(buf[:head_end]).decode("latin-1")
-            start, fields = _split_fields(head)
-            lengths = [v for k, v, _ in fields if k == "content-length"]
-            if not lengths:
-                raise SipParseError("missing Content-Length on a stream transport")
-            if len(set(lengths)) > 1:
-                raise SipParseError("conflicting Content-Length headers")
-            length = parse_content_length(lengths[0])
-            total = head_end + 4 + length
-            if total > self.max_buffer:
-                raise SipParseError("message too large", 513)
+            if self._head is None:
+                skip = 0
+                while buf[skip : skip + 2] == b"\r\n":
+                    skip += 2
+                    self._crlfs += 1
+                    if self._crlfs == 2:
+                        self.pings += 1
+                        self._crlfs = 0
+                if skip:
+                    del buf[:skip]
+                    self._scanned = 0
+                if not buf or buf == b"\r":
+                    return out  # nothing yet, or half a CRLF
+                self._crlfs = 0
+                head = self._find_head()
+                if head is None:
+                    return out
+                self._head = head
+            start, fields, body_at, total = self._head
             if len(buf) < total:
                 return out
-            body = bytes(buf[head_end + 4 : total])
+            body = bytes(buf[body_at:total])
             del buf[:total]
+            self._head = None
             out.append(_parse_start(start, fields, body))
+
+    def _find_head(self) -> tuple[str, list[HeaderField], int, int] | None:
+        buf = self._buf
+        head_end = buf.find(b"\r\n\r\n", max(self._scanned - 3, 0))
+        if head_end < 0:
+            self._scanned = len(buf)
+            if len(buf) > self.max_buffer:
+                raise SipParseError("header block too large", 413)
+            return None
+        self._scanned = 0
+        start, fields = _split_fields(bytes(buf[:head_end]).decode("latin-1"))
+        lengths = [v for k, v, _ in fields if k == "content-length"]
+        if not lengths:
+            err = SipParseError("missing Content-Length on a stream transport")
+            raise _fail(err, start, fields)
+        if len(set(lengths)) > 1:
+            raise _fail(SipParseError("conflicting Content-Length headers"), start, fields)
+        try:
+            length = parse_content_length(lengths[0])
+        except SipParseError:
+            raise _fail(SipParseError("bad Content-Length"), start, fields) from None
+        total = head_end + 4 + length
+        if total > self.max_buffer:
+            raise _fail(SipParseError("message too large", 513), start, fields)
+        return start, fields, head_end + 4, total
 
     @property
     def buffered(self) -> int:
@@ -518,24 +601,71 @@ def make_response_from_error(err: SipParseError) -> bytes | None:
     """Bytes of the answer to an unparseable request, or None if none can be built.
 
     The answer is routed by Via and matched by CSeq, so those two must have
-    been recovered; From, To and Call-ID are copied when present.
+    been recovered; From, To and Call-ID are copied when present. Responses and
+    ACKs are never answered; ``err.respond`` false means drop (RFC 4475 3.1.2.19).
     """
     if not err.respond or not err.start_line:
         return None
-    needed = ("via", "from", "to", "call-id", "cseq")
-    have = {k for k, _ in err.raw_headers}
-    if "via" not in have or "cseq" not in have:
+    return _error_answer(err, err.start_line, err.raw_headers)
+
+
+def error_response(request: Request | None, err: SipParseError) -> bytes | None:
+    """Bytes of the stateless answer to a request that failed, or None to drop it.
+
+    ``request`` is None when parsing failed (the answer is built from what
+    ``err`` recovered), or the parsed request when validation failed (e.g.
+    ``validate_request``): then the answer copies its Via, From, To, Call-ID and
+    CSeq (RFC 3261 section 8.2.6.2) even when those do not parse.
+    """
+    if request is None:
+        return make_response_from_error(err)
+    if not err.respond:
+        return None
+    start = f"{request.method} {request.uri_text} {SIP_VERSION}"
+    return _error_answer(err, start, [(k, v) for k, v, _ in request.fields])
+
+
+def _error_answer(
+    err: SipParseError, start_line: str, raw_headers: Sequence[tuple[str, str]]
+) -> bytes | None:
+    if _is_response_line(start_line) or start_line.split(" ", 1)[0] == "ACK":
+        return None  # an ACK is never answered (RFC 3261 section 8.2.7)
+    vias = [v for k, v in raw_headers if k == "via"]
+    first: dict[str, str] = {}
+    for key, value in raw_headers:
+        if key in ("from", "to", "call-id", "cseq") and key not in first:
+            first[key] = value  # a repeated single-valued header: the first one
+    if not vias or "cseq" not in first:
         return None
     lines = [f"{SIP_VERSION} {err.status} {reason_phrase(err.status)}"]
-    for key, value in err.raw_headers:
-        if key in needed:
-            lines.append(f"{canonical_name(key)}: {value}")
+    lines.extend(f"Via: {v}" for v in vias)
+    if "from" in first:
+        lines.append(f"From: {first['from']}")
+    if "to" in first:
+        lines.append(f"To: {_to_with_stateless_tag(first['to'], vias[0], first)}")
+    if "call-id" in first:
+        lines.append(f"Call-ID: {first['call-id']}")
+    lines.append(f"CSeq: {first['cseq']}")
     if err.status == 400:
         lines.append(f'Warning: 399 acs-gateway "{_sanitize(err.message)}"')
     lines.extend(f"{n}: {v}" for n, v in err.extra_headers)
     lines.append("Content-Length: 0")
     lines.append("\r\n")
     return "\r\n".join(lines).encode("latin-1")
+
+
+def _to_with_stateless_tag(to_value: str, top_via: str, first: dict[str, str]) -> str:
+    """To with a tag added when it has none (section 8.2.6.2), the same tag for every
+    retransmission of the request (stateless UAS, section 8.2.7). A To that does not
+    parse is copied as it is."""
+    try:
+        if NameAddr.parse(to_value, "To").tag is not None:
+            return to_value
+    except SipParseError:
+        return to_value
+    seed = "\0".join((top_via, first.get("from", ""), first.get("call-id", ""), first["cseq"]))
+    tag = hashlib.blake2s(seed.encode("latin-1"), digest_size=8).hexdigest()
+    return f"{to_value};tag={tag}"
 
 
 def _sanitize(text: str) -> str:

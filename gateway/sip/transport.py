@@ -30,7 +30,6 @@ from twisted.python.failure import Failure
 from gateway.sip.errors import SipParseError
 from gateway.sip.message import (
     Request,
-    Response,
     SipMessage,
     StreamFramer,
     make_response_from_error,

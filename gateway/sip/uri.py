@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from gateway.sip.errors import SipParseError
 
 # RFC 3261 section 25.1: token characters.
-TOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
-)
+TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?\Z")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 _ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+# Octets a URI never carries unescaped (RFC 3261 section 25.1): controls, SP, '<', '>', '"'.
+_URI_ILLEGAL_RE = re.compile(r'[\x00-\x20\x7f<>"]')
 WS = " \t"
 
 Params = tuple[tuple[str, str | None], ...]
@@ -31,6 +31,12 @@ Params = tuple[tuple[str, str | None], ...]
 
 def is_token(text: str) -> bool:
     return _TOKEN_RE.match(text) is not None
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts U+00B2 (superscript two, a latin-1
+    octet), which ``int()`` then rejects with ValueError."""
+    return text.isascii() and text.isdigit()
 
 
 _PARAMCHARS_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+\Z")
@@ -55,7 +61,7 @@ def parse_params(text: str, what: str, *, uri: bool = False) -> Params:
     """
     valid = _is_paramchars if uri else is_token
     out: list[tuple[str, str | None]] = []
-    for part in text.split(";"):
+    for part in text.split(";") if '"' not in text else _split_quoted_params(text, what):
         name, eq, value = part.partition("=")
         name = name.strip(WS)
         if not name or not valid(name):
@@ -64,13 +70,44 @@ def parse_params(text: str, what: str, *, uri: bool = False) -> Params:
             value = value.strip(WS)
             if not value:
                 raise SipParseError(f"empty parameter value in {what}")
-            bare = value.replace(":", "")  # an unbracketed IPv6 address is a legal host
-            if not (value.startswith('"') or value.startswith("[")) and not valid(bare):
+            if value[0] == '"':
+                if len(value) < 2 or value[-1] != '"':
+                    raise SipParseError(f"bad parameter value in {what}")
+            elif value[0] == "[":  # IPv6reference, e.g. received=[2001:db8::1] (RFC 5118 4.5)
+                if value[-1] != "]" or not valid(value[1:-1].replace(":", "0")):
+                    raise SipParseError(f"bad parameter value in {what}")
+            elif not valid(value.replace(":", "")):  # an unbracketed IPv6 address is a host
                 raise SipParseError(f"bad parameter value in {what}")
             out.append((name, value))
         else:
             out.append((name, None))
     return tuple(out)
+
+
+def _split_quoted_params(text: str, what: str) -> list[str]:
+    """Split on ';' outside quoted strings (a gen-value may be a quoted-string)."""
+    parts: list[str] = []
+    quoted = False
+    start = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == ";":
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quoted:
+        raise SipParseError(f"unterminated quoted string in {what}")
+    parts.append(text[start:])
+    return parts
 
 
 def render_params(params: Params) -> str:
@@ -115,6 +152,8 @@ def parse_host(hostport: str, what: str) -> tuple[str, int | None]:
             raise SipParseError(f"junk after IPv6 reference in {what}")
         return host, _parse_port(rest[1:], what)
     host, colon, port = hostport.partition(":")
+    if ":" in port:
+        raise SipParseError(f"IPv6 address without [] in {what}")  # RFC 5118 section 4.2
     if not host or _HOSTNAME_RE.match(host) is None:
         raise SipParseError(f"bad host in {what}")
     if colon:
@@ -123,7 +162,7 @@ def parse_host(hostport: str, what: str) -> tuple[str, int | None]:
 
 
 def _parse_port(text: str, what: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+    if not is_digits(text) or len(text) > 5 or int(text) > 65535:
         raise SipParseError(f"bad port in {what}")
     return int(text)
 
@@ -153,12 +192,14 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
+        if _URI_ILLEGAL_RE.search(text) is not None:
+            raise SipParseError("illegal character in URI")  # RFC 4475 sections 3.1.2.7-8, 14
         scheme, colon, rest = text.partition(":")
         if not colon or _SCHEME_RE.match(scheme) is None:
             raise SipParseError("URI has no scheme")
         lscheme = scheme.lower()
         if lscheme not in ("sip", "sips"):
-            if not rest or any(c in WS for c in rest):
+            if not rest:
                 raise SipParseError("bad URI")
             return cls(lscheme, None, None, "", None, (), None, text)
         user: str | None = None
@@ -177,8 +218,6 @@ class SipUri:
         hostport, semi, ptext = rest.partition(";")
         host, port = parse_host(hostport, "URI")
         params = parse_params(ptext, "URI", uri=True) if semi else ()
-        if any(c in WS or c in "<>\"" for c in text):
-            raise SipParseError("illegal character in URI")
         return cls(lscheme, user, password, host, port, params, headers, text)
 
     @property
@@ -196,6 +235,11 @@ class SipUri:
     @property
     def user_unescaped(self) -> str | None:
         return None if self.user is None else unescape(self.user)
+
+    @property
+    def params_unescaped(self) -> Params:
+        """URI parameters with names and values unescaped once (RFC 3261 section 19.1.4)."""
+        return tuple((unescape(n), None if v is None else unescape(v)) for n, v in self.params)
 
     def __str__(self) -> str:
         return self.raw
@@ -258,6 +302,8 @@ class NameAddr:
             if not rest.startswith("<"):
                 raise SipParseError(f"quoted display name without <uri> in {what}")
         lt = rest.find("<")
+        if lt >= 0 and display is None and '"' in rest[:lt]:
+            lt = -1  # the '<' is inside a quoted param value of an addr-spec
         if lt >= 0:
             if display is None and lt > 0:
                 display = rest[:lt].rstrip(WS)
