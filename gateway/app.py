@@ -63,7 +63,7 @@ class Gateway:
         self.plan = load_plan(config)
         sip = config.sip
         self.layer = TransactionLayer(Timers(sip.t1, sip.t2, sip.t4))
-        self.stack = SipStack(reactor, self.layer, sip.tcp_max_buffer)
+        self.stack = SipStack(reactor, self.layer, sip.tcp_max_buffer, sip.udp_buffer)
         if any(listen.transport == "tls" for listen in sip.listen):
             hosts = [listen.host for listen in sip.listen] + [config.rest.listen.host]
             ensure_certificate(config.tls.cert, config.tls.key, hosts)

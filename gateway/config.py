@@ -16,7 +16,8 @@ The keys beyond DESIGN.md's example, all optional:
 - [sip] max_calls (concurrent calls; over it INVITEs get 503, default 10000), retry_after (the
   Retry-After of that 503, seconds, 5), t1/t2/t4 (RFC 3261 timers, seconds, 0.5/4.0/5.0),
   user_agent ("acs-gateway"), tcp_max_buffer (bytes buffered per TCP/TLS connection before it is
-  closed, 65536), max_message_size (bytes, 65535), no_answer_timeout (seconds an outbound INVITE
+  closed, 65536), udp_buffer (socket buffer bytes asked for on SIP UDP sockets, 4194304),
+  max_message_size (bytes, 65535), no_answer_timeout (seconds an outbound INVITE
   may ring, 120), users (name = "password" of registering SIP users, empty).
 - [media] max_mixed (8) and conference_mode ("mcu" | "sfu").
 - [rest] callback_ca (PEM bundle trusted for webhooks and callbacks, "" = none).
@@ -135,6 +136,7 @@ class SipConfig:
     t4: float = 5.0
     user_agent: str = "acs-gateway"
     tcp_max_buffer: int = 65536
+    udp_buffer: int = 4194304  # SO_RCVBUF/SO_SNDBUF asked for on SIP UDP sockets
     max_message_size: int = 65535
     no_answer_timeout: float = 120.0
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -420,6 +422,7 @@ def _read_sip(r: TomlReader) -> SipConfig:
             r.key("tcp_max_buffer"), f"must be at least sip.max_message_size ({max_message_size})"
         )
     no_answer_timeout = r.number("no_answer_timeout", d.no_answer_timeout, positive=True)
+    udp_buffer = r.integer("udp_buffer", d.udp_buffer, minimum=65536)
     users = r.string_table("users", name_pattern=_SIP_USER)
     r.finish()
     return SipConfig(
@@ -432,6 +435,7 @@ def _read_sip(r: TomlReader) -> SipConfig:
         t4=t4,
         user_agent=user_agent,
         tcp_max_buffer=tcp_max_buffer,
+        udp_buffer=udp_buffer,
         max_message_size=max_message_size,
         no_answer_timeout=no_answer_timeout,
         users=MappingProxyType(users),

@@ -41,7 +41,7 @@ def ensure_certificate(cert: Path, key: Path, hosts: Iterable[str]) -> bool:
             names.append(x509.DNSName(host))
     private = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acs-gateway")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)

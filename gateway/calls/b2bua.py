@@ -30,6 +30,7 @@ from gateway.sip.message import (
     HeaderField,
     Request,
     Response,
+    error_response,
     make_response,
     reason_phrase,
 )
@@ -245,11 +246,9 @@ class B2BUA:
         """A request the layer could not take (e.g. a broken Via on a new request)."""
         if request.method == "ACK":
             return
-        try:
-            resp = make_response(request, error.status, headers=error.extra_headers)
-        except SipParseError:
-            return
-        self.layer.send_stateless(resp, source)
+        answer = error_response(request, error)
+        if answer is not None:
+            self.stack.write(answer, source)
 
     # ------------------------------------------------------------------
     # requests
@@ -275,7 +274,7 @@ class B2BUA:
             log.debug("rejecting %s %s: %s", req.method, err.status, err)
             self._respond(txn, err.status, None, err.extra_headers)
             return
-        to_tag = req.to.tag
+        to_tag = req.to_tag
         if to_tag is not None:
             self._in_dialog(txn, to_tag)
             return
@@ -469,7 +468,7 @@ class B2BUA:
         if status < 200:
             if status == 100 or call.a_answered or call.cancelled:
                 return
-            b.remote_tag = resp.to.tag or b.remote_tag
+            b.remote_tag = resp.to_tag or b.remote_tag
             self._relay_to_a(call, resp)
             return
         if status >= 300:
@@ -488,7 +487,7 @@ class B2BUA:
         # 2xx
         if retransmission:
             return  # the layer re-sends our ACK itself
-        b.remote_tag = resp.to.tag
+        b.remote_tag = resp.to_tag
         contacts = resp.contacts
         b.remote_target = str(contacts[0].uri) if contacts else b.remote_target
         b.route_set = list(reversed(resp.get_all("record-route")))
@@ -558,7 +557,7 @@ class B2BUA:
         srv = owner.server_txn
         if srv is None:
             return None
-        return srv.request.to.tag
+        return srv.request.to_tag
 
     def _no_answer(self, call: Call) -> None:
         call.no_answer_timer = None
@@ -644,7 +643,7 @@ class B2BUA:
         if txn.is_invite and 200 <= resp.status < 300 and owner.leg is not None:
             ack = self._in_dialog_request(owner.leg, "ACK", cseq=txn.request.cseq.seq)
             self.layer.send_ack_2xx(txn, ack)
-        out = make_response(srv.request, resp.status, resp.reason, to_tag=srv.request.to.tag)
+        out = make_response(srv.request, resp.status, resp.reason, to_tag=srv.request.to_tag)
         extra = [f for f in resp.fields if f[0] not in OWNED or f[0] in ("require", "supported")]
         if txn.is_invite and resp.status < 300 and owner.call is not None:
             _, contact = self._local(srv.source.transport)

@@ -85,11 +85,17 @@ def header_key(name: str) -> str:
     return COMPACT.get(key, key)
 
 
+_NAMES: dict[str, str] = {}
+
+
 def canonical_name(key: str) -> str:
-    name = CANONICAL.get(key)
-    if name is not None:
-        return name
-    return "-".join(part.capitalize() for part in key.split("-"))
+    """How the gateway spells header ``key`` (memoized: it runs for every header written)."""
+    name = _NAMES.get(key)
+    if name is None:
+        name = CANONICAL.get(key) or "-".join(part.capitalize() for part in key.split("-"))
+        if len(_NAMES) < 4096:  # peers choose header names: bound the memo
+            _NAMES[key] = name
+    return name
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -175,6 +176,15 @@ class Message:
         return value
 
     @property
+    def to_tag(self) -> str | None:
+        """The To tag, read without parsing the whole To header (hot path)."""
+        return _fast_tag(self.get("to"))
+
+    @property
+    def from_tag(self) -> str | None:
+        return _fast_tag(self.get("from"))
+
+    @property
     def contacts(self) -> list[NameAddr]:
         """Contact values; ``*`` (REGISTER wildcard) is not returned here."""
         value: list[NameAddr] = self._cached(
@@ -286,6 +296,18 @@ class Message:
             lines.append(f"Content-Length: {len(body)}")
         lines.append("\r\n")
         return "\r\n".join(lines).encode("latin-1") + body
+
+
+_TAG_RE = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^;,\s>]+)", re.I)
+
+
+def _fast_tag(value: str | None) -> str | None:
+    """The ``tag`` header parameter of a From/To value (after the URI's closing ``>``)."""
+    if value is None:
+        return None
+    gt = value.rfind(">")
+    m = _TAG_RE.search(value, gt + 1 if gt >= 0 else 0)
+    return m.group(1) if m else None
 
 
 class Request(Message):

@@ -402,10 +402,7 @@ def _server_key(request: Request, method: str) -> Key:
 
 
 def _to_tag(msg: Request | Response) -> str | None:
-    try:
-        return msg.to.tag
-    except SipParseError:
-        return None
+    return msg.to_tag
 
 
 def _stamp_via(request: Request, source: Target) -> tuple[Request, Target]:

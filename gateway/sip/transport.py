@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -77,6 +78,21 @@ class LocalAddress:
         return f"{host}:{self.port}"
 
 
+def _grow_buffers(sock: socket.socket, size: int) -> None:
+    """Ask for ``size``-byte socket buffers so bursts are not dropped by the kernel.
+
+    SO_RCVBUFFORCE (root) passes the rmem_max cap; otherwise the kernel clamps.
+    """
+    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # *BUFFORCE
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+            except OSError as exc:
+                log.warning("cannot set UDP socket buffer to %d bytes: %s", size, exc)
+
+
 def _forbidden_destination(host: str) -> bool:
     try:
         addr = ipaddress.ip_address(host)
@@ -92,12 +108,19 @@ def _forbidden_destination(host: str) -> bool:
 class SipStack:
     """Owns the transaction layer, the sockets and the layer's timer."""
 
-    def __init__(self, reactor: Any, layer: TransactionLayer, tcp_max_buffer: int = 65536) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        layer: TransactionLayer,
+        tcp_max_buffer: int = 65536,
+        udp_buffer: int = 4194304,
+    ) -> None:
         self.reactor = reactor
         self.layer = layer
         self.user: TransactionUser | None = None
         self.counters = Counters()
         self.tcp_max_buffer = tcp_max_buffer
+        self.udp_buffer = udp_buffer
         self.local: dict[str, LocalAddress] = {}
         self._udp: dict[str, Any] = {}  # family ("4"/"6") -> UDP port (for sending)
         self._conns: dict[int, SipStreamProtocol] = {}
@@ -115,6 +138,7 @@ class SipStack:
     def listen(self, transport: str, host: str, port: int) -> LocalAddress:
         if transport == "udp":
             listener = self.reactor.listenUDP(port, SipDatagramProtocol(self), interface=host)
+            _grow_buffers(listener.getHandle(), self.udp_buffer)
             self._udp["6" if ":" in host else "4"] = listener
         elif transport == "tcp":
             listener = self.reactor.listenTCP(port, SipStreamFactory(self, "tcp"), interface=host)
