@@ -37,6 +37,7 @@ from gateway.sip.message import (
 from gateway.sip.transaction import (
     AckReceived,
     AckTimeout,
+    BadRequest,
     ClientTransaction,
     Event,
     RequestReceived,
@@ -239,6 +240,8 @@ class B2BUA:
                 if owner.b is not None:
                     self._bye(owner.b)
                 self._end(owner, "no ACK")
+        elif isinstance(event, BadRequest):
+            self.invalid_request(event.request, event.error, event.source)
         elif isinstance(event, StrayResponse):
             pass
 

@@ -343,6 +343,16 @@ class StrayResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class BadRequest:
+    """A request too broken to open a transaction (e.g. no Call-ID): the TU answers it
+    statelessly with ``error``'s status (RFC 3261 section 8.2, RFC 4475 section 3.3.1)."""
+
+    request: Request
+    error: SipParseError
+    source: Target
+
+
+@dataclass(frozen=True, slots=True)
 class TransactionTimeout:
     """Timer B/F (or the RFC 9.1 guard after CANCEL): the TU treats it as a 408.
 
@@ -374,6 +384,7 @@ Event = (
     | AckReceived
     | ResponseReceived
     | StrayResponse
+    | BadRequest
     | TransactionTimeout
     | AckTimeout
     | TransportFailed
@@ -479,7 +490,9 @@ class TransactionLayer:
     def receive(self, msg: Request | Response, source: Target, now: float) -> list[Event]:
         """Feed one received message; returns what the TU must handle.
 
-        Never raises on malformed input: the message is dropped and counted in ``dropped``.
+        Never raises on malformed input: a request that cannot open a transaction comes
+        back as ``BadRequest`` for a stateless answer; a malformed response or ACK is
+        dropped and counted in ``dropped``.
         """
         try:
             if isinstance(msg, Response):
@@ -487,7 +500,9 @@ class TransactionLayer:
             if msg.method == "ACK":
                 return self._receive_ack(msg, source, now)
             return self._receive_request(msg, source, now)
-        except SipParseError:
+        except SipParseError as err:
+            if isinstance(msg, Request) and msg.method != "ACK" and err.respond:
+                return [BadRequest(msg, err, source)]
             self.dropped += 1
             return []
 

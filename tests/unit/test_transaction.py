@@ -34,6 +34,7 @@ from gateway.sip.transaction import (
     TRYING,
     AckReceived,
     AckTimeout,
+    BadRequest,
     ClientTransaction,
     Event,
     RequestReceived,
@@ -959,9 +960,15 @@ def test_malformed_messages_are_dropped_and_counted() -> None:
     no_cseq = make_response(invite, 200).without_header("cseq")
     no_via_request = request().without_header("via")
     bad_from_ack = request("ACK", branch="z9hG4bKx").with_header("from", "<sip:")
-    for msg in (bad_via, no_cseq, no_via_request, bad_from_ack):
+    for msg in (bad_via, no_cseq, bad_from_ack):
         assert layer.receive(msg, source, 0.1) == []
-    assert layer.dropped == 4
+    assert layer.dropped == 3
+    # a request that cannot open a transaction goes up for a stateless answer, not a drop
+    (event,) = layer.receive(no_via_request, source, 0.1)
+    assert isinstance(event, BadRequest)
+    assert event.request is no_via_request and event.source == source
+    assert event.error.status == 400
+    assert layer.dropped == 3
     assert layer.server_count == 0 and layer.client_count == 1
 
 
