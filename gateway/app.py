@@ -106,12 +106,15 @@ class Gateway:
     def _stop(self) -> None:
         if self.reactor.running:
             counters = self.stack.counters
+            b2bua = self.b2bua
             log.info(
-                "stopping: calls started %d answered %d failed %d; parse errors %d "
-                "(answered %d, dropped %d); handler bugs %d",
-                self.b2bua.stats.started, self.b2bua.stats.answered, self.b2bua.stats.failed,
-                counters.parse_errors, counters.answered_errors, counters.dropped,
-                counters.handler_errors,
+                "stopping: calls started %d answered %d failed %d; live calls %d dialogs %d "
+                "transactions %d client %d server; parse errors %d (answered %d, dropped %d); "
+                "handler bugs %d",
+                b2bua.stats.started, b2bua.stats.answered, b2bua.stats.failed,
+                len(b2bua.calls), len(b2bua.dialogs), self.layer.client_count,
+                self.layer.server_count, counters.parse_errors, counters.answered_errors,
+                counters.dropped, counters.handler_errors,
             )
             self.stack.stop_listening()
             self.reactor.stop()
