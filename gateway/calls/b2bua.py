@@ -18,7 +18,6 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
 from gateway.sip.errors import SipParseError
+from gateway.sip.ids import random_hex
 from gateway.sip.message import (
     HeaderField,
     Request,
@@ -88,7 +88,7 @@ def _map_error(status: int) -> int:
 
 
 def _token() -> str:
-    return secrets.token_hex(6)
+    return random_hex(6)
 
 
 class Leg:
@@ -342,7 +342,7 @@ class B2BUA:
             log.info("call to %s: action %s not available yet", number, decision.action)
             self._reject(txn, 480)
             return
-        call = Call(secrets.token_hex(8), req, decision.number, decision.trunks)
+        call = Call(random_hex(8), req, decision.number, decision.trunks)
         a = Leg(
             call,
             "a",
@@ -418,7 +418,7 @@ class B2BUA:
         from_uri = f"sip:{caller_user}@{domain}"
         local_uri = f"{caller.display} <{from_uri}>" if caller.display else f"<{from_uri}>"
         remote_uri = f"<sip:{call.number}@{host}>"
-        b = Leg(call, "b", f"{secrets.token_hex(10)}@{domain}", local_uri, remote_uri, target,
+        b = Leg(call, "b", f"{random_hex(10)}@{domain}", local_uri, remote_uri, target,
                 trunk.name)
         b.local_cseq = 1
         b.remote_target = f"sip:{call.number}@{host}:{trunk.port}"

@@ -98,6 +98,21 @@ def canonical_name(key: str) -> str:
     return name
 
 
+# SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;rport (hostname or IPv4 sent-by, token
+# params). Anything else (LWS, IPv6, quoted values, odd ports) takes the general parser.
+_VIA_FAST = re.compile(
+    r"SIP/2\.0/([A-Za-z]{2,8}) "
+    r"((?:\d{1,3}\.){3}\d{1,3}|[A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)*)"
+    r"(?::(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~]+)?)*)\Z"
+)
+
+
+def _fast_param(text: str) -> tuple[str, str | None]:
+    name, eq, value = text.partition("=")
+    return (name, value if eq else None)
+
+
 @dataclass(frozen=True, slots=True)
 class Via:
     """One Via value: ``SIP/2.0/UDP host:port;branch=...`` (RFC 3261 section 20.42)."""
@@ -109,6 +124,15 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        m = _VIA_FAST.match(text)
+        if m is not None:  # the common, tidy form: no LWS, simple params
+            transport, host, port, ptext = m.groups()
+            params = tuple(_fast_param(p) for p in ptext[1:].split(";")) if ptext else ()
+            return cls(transport.upper(), host, int(port) if port else None, params)
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> Via:
         proto, semi, ptext = text.partition(";")
         parts = [p.strip(WS) for p in proto.split("/", 2)]
         if len(parts) != 3:

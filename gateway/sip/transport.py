@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from gateway.sip.errors import SipParseError
+from gateway.sip.ids import random_hex
 from gateway.sip.message import (
     Request,
     SipMessage,
@@ -93,7 +94,20 @@ def _grow_buffers(sock: socket.socket, size: int) -> None:
                 log.warning("cannot set UDP socket buffer to %d bytes: %s", size, exc)
 
 
+_FORBIDDEN: dict[str, bool] = {}
+
+
 def _forbidden_destination(host: str) -> bool:
+    """Broadcast, multicast and unspecified addresses are never sent to (memoized)."""
+    verdict = _FORBIDDEN.get(host)
+    if verdict is None:
+        verdict = _classify_destination(host)
+        if len(_FORBIDDEN) < 65536:
+            _FORBIDDEN[host] = verdict
+    return verdict
+
+
+def _classify_destination(host: str) -> bool:
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
@@ -164,7 +178,7 @@ class SipStack:
             conn.tx.loseConnection()
 
     def new_branch(self) -> str:
-        return f"{self.branch_prefix}.{secrets.token_hex(8)}"
+        return f"{self.branch_prefix}.{random_hex(8)}"
 
     # -- receiving ------------------------------------------------------
     def datagram_received(self, data: bytes, source: Target) -> None:
