@@ -77,6 +77,7 @@ class Gateway:
         for listen in self.config.sip.listen:
             local = self.stack.listen(listen.transport, listen.host, listen.port)
             log.info("SIP listening on %s:%s", local.transport, local.sent_by)
+        self.b2bua.start_probing()
 
     def reload(self) -> bool:
         try:

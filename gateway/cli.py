@@ -1,4 +1,4 @@
-"""The `acs-gateway` command: run, check, route, connection-string.
+"""The `acs-gateway` command: run, check, route, connection-string, cdr.
 
 Exit codes: 0 success; 2 a configuration or dial plan problem (one "FILE: KEY: reason" line per
 problem on stderr) or bad usage.
@@ -8,17 +8,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from gateway.config import Config, load_config
 from gateway.dialplan import DialPlan
 from gateway.errors import ConfigError, Problem
+from gateway.store.cdr import CdrStore
 
 __all__ = ["main"]
 
 DEFAULT_CONFIG = "conf/gateway.toml"
 EXIT_PROBLEM = 2
+_CDR_HEADINGS = (
+    "STARTED",
+    "CALL-ID",
+    "CALLER",
+    "CALLEE",
+    "TRUNKS",
+    "STATUS",
+    "DURATION",
+    "RELEASE",
+    "REASON",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +73,23 @@ def _parser() -> argparse.ArgumentParser:
     command("connection-string", "print the connection string the ACS SDK takes").set_defaults(
         handler=_connection_string
     )
+    cdr = command("cdr", "print the newest call detail records, newest first")
+    cdr.add_argument(
+        "--last", type=_positive_int, default=20, metavar="N", help="how many calls (default 20)"
+    )
+    cdr.add_argument("--json", action="store_true", help="print the calls and their legs as JSON")
+    cdr.set_defaults(handler=_cdr)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -100,6 +130,53 @@ def _connection_string(args: argparse.Namespace) -> int:
 
     print(connection_string(load_config(args.config)))
     return 0
+
+
+def _cdr(args: argparse.Namespace) -> int:
+    path = load_config(args.config).storage.cdr
+    if not path.exists():
+        print(f"no CDRs yet: {path}")
+        return 0
+    try:
+        store = CdrStore(path, read_only=True)  # SQLite mode=ro: never creates or writes
+        try:
+            calls = store.last(args.last)
+        finally:
+            store.close()
+    except sqlite3.Error as exc:
+        raise ConfigError([Problem(str(path), "(file)", f"cannot read CDRs: {exc}")]) from exc
+    if args.json:
+        print(json.dumps(calls))
+        return 0
+    rows = [_CDR_HEADINGS, *(_cdr_cells(call) for call in calls)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_CDR_HEADINGS) - 1)]
+    for row in rows:  # every column padded but the last (the reason)
+        print(
+            "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]).rstrip()
+        )
+    return 0
+
+
+def _cdr_cells(call: dict[str, object]) -> tuple[str, ...]:
+    """One line of the `cdr` table: started as UTC ISO 8601 to the second, duration in seconds."""
+    started, duration = call["started"], call["duration"]
+    return (
+        datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if isinstance(started, int | float)
+        else "-",
+        _cell(call["call_id"]),
+        _cell(call["caller"]),
+        _cell(call["callee"]),
+        f"{_cell(call['trunk_in'])} -> {_cell(call['trunk_out'])}",
+        _cell(call["status"]),
+        f"{duration:.1f}" if isinstance(duration, int | float) else "-",
+        _cell(call["release_side"]),
+        _cell(call["reason"]),
+    )
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def _load_plan(config: Config) -> DialPlan:

@@ -22,7 +22,9 @@ The keys beyond DESIGN.md's example, all optional:
 - [media] max_mixed (8) and conference_mode ("mcu" | "sfu").
 - [rest] callback_ca (PEM bundle trusted for webhooks and callbacks, "" = none).
 - [turn] advertise (TURN addresses put in iceServers instead of [turn] listen; hostnames allowed).
-- [[trunk]] options_timeout (seconds, 2.0), options_fail_after (2), options_ok_after (1).
+- [[trunk]] options_timeout (seconds, 2.0), options_fail_after (2), options_ok_after (1),
+  max_calls (concurrent calls to and from the trunk, 0 = no limit), max_cps (new calls per
+  second to and from the trunk, 0 = no limit); over either, calls get 503 with Retry-After.
 - [log] level ("debug" | "info" | "warning" | "error" | "critical", default "info").
 """
 
@@ -230,6 +232,8 @@ class Trunk:
     options_ok_after: int = 1
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     srtp: SrtpMode = "off"
+    max_calls: int = 0  # concurrent calls to and from this trunk; 0 = no limit
+    max_cps: float = 0.0  # new calls per second to and from this trunk; 0 = no limit
 
     def accepts(self, ip: IPAddress, port: int) -> bool:
         """Whether a request from ip:port is accepted as coming from this trunk."""
@@ -635,7 +639,10 @@ def _read_trunk(r: TomlReader) -> Trunk | None:
         ),
         codecs=tuple(codecs),
         srtp=r.choice("srtp", _SRTP_MODES, _TRUNK_DEFAULTS["srtp"]),
+        max_calls=r.integer("max_calls", _TRUNK_DEFAULTS["max_calls"], minimum=0),
+        max_cps=r.number("max_cps", _TRUNK_DEFAULTS["max_cps"]),
     )
+
     if trunk.register and not trunk.username:
         r.problem(r.key("register"), "needs a username to register with")
     r.finish()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.calls.trunks import TrunkState, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
 from gateway.sip.errors import SipParseError
@@ -98,6 +99,8 @@ class Leg:
         "call",
         "call_id",
         "confirmed",
+        "invite_in",
+        "invite_out",
         "local_cseq",
         "local_tag",
         "local_uri",
@@ -135,6 +138,8 @@ class Leg:
         self.target = target
         self.trunk = trunk
         self.confirmed = False
+        self.invite_in: ServerTransaction | None = None  # re-INVITE from the peer, unanswered
+        self.invite_out: ClientTransaction | None = None  # re-INVITE to the peer, unanswered
 
     @property
     def key(self) -> tuple[str, str]:
@@ -150,11 +155,14 @@ class Call:
         "b",
         "b_txn",
         "cancelled",
+        "deferred_ack",
         "ended",
         "id",
         "invite",
         "no_answer_timer",
         "number",
+        "trunk_in",
+        "trunk_out",
         "trunks",
     )
 
@@ -172,6 +180,19 @@ class Call:
         self.cancelled = False
         self.ended = False
         self.no_answer_timer: Any = None
+        # late offer (INVITE without SDP): the callee's 2xx carries the offer, so the ACK
+        # toward it waits for the caller's ACK, which carries the answer (RFC 3261 13.2.1)
+        self.deferred_ack: Deferred | None = None
+        self.trunk_in: TrunkState | None = None  # counted against its limits until the end
+        self.trunk_out: TrunkState | None = None
+
+
+@dataclass(slots=True)
+class Deferred:
+    """An ACK for a 2xx that must carry the answer the other leg's ACK brings."""
+
+    txn: ClientTransaction
+    leg: Leg
 
 
 @dataclass(slots=True)
@@ -182,6 +203,8 @@ class Pending:
     call: Call | None
     leg: Leg | None
     server_txn: ServerTransaction | None = None
+    trunk: TrunkState | None = None  # probes: the trunk probed
+    seq: int = 0  # probes: which probe of that trunk
 
 
 @dataclass
@@ -211,6 +234,11 @@ class B2BUA:
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], Leg] = {}
         self.trunks: dict[str, Trunk] = {t.name: t for t in config.trunks}
+        now = stack.reactor.seconds()
+        self.trunk_states: dict[str, TrunkState] = {
+            t.name: TrunkState(t, now) for t in config.trunks
+        }
+        self.status_path = config.storage.cdr.parent / "trunks.json"
         self.draining = False
         self.stats = CallStats()
         self.on_idle: Callable[[], None] | None = None
@@ -225,7 +253,7 @@ class B2BUA:
         elif isinstance(event, RequestReceived):
             self._on_request(event.txn)
         elif isinstance(event, AckReceived):
-            pass  # the layer stopped retransmitting our 2xx; nothing else to do
+            self._on_ack(event.request, event.txn)
         elif isinstance(event, TransactionTimeout):
             if isinstance(event.txn, ClientTransaction):
                 self._on_client_failure(event.txn, 408, "Request Timeout")
@@ -333,16 +361,24 @@ class B2BUA:
             log.info("INVITE from %s:%s matches no trunk: 403", source.host, source.port)
             self._reject(txn, 403)
             return
+        trunk_in = self.trunk_states[trunk.name]
+        if not trunk_in.admit(seconds):
+            log.info("INVITE from trunk %s over its limits: 503", trunk.name)
+            self._reject(txn, 503, (("Retry-After", str(self.config.sip.retry_after)),))
+            return
         number = self._called_number(req)
         decision = self.plan.route(number, trunk.name)
         if decision.action == "none":
+            trunk_in.release()
             self._reject(txn, 404)
             return
         if decision.action not in ("outbound", "trunk") or not decision.trunks:
             log.info("call to %s: action %s not available yet", number, decision.action)
+            trunk_in.release()
             self._reject(txn, 480)
             return
         call = Call(random_hex(8), req, decision.number, decision.trunks)
+        call.trunk_in = trunk_in
         a = Leg(
             call,
             "a",
@@ -388,18 +424,40 @@ class B2BUA:
     # the outbound leg
     # ------------------------------------------------------------------
     def _next_attempt(self, call: Call, last_status: int, last_reason: str) -> None:
-        """Try the next trunk of the route, or give the caller the final answer."""
+        """Try the next usable trunk of the route, or give the caller the final answer.
+
+        Trunks that are down (OPTIONS) or at their limits are skipped; when no trunk
+        was even tried, the caller gets 503 with Retry-After.
+        """
+        if call.trunk_out is not None:
+            call.trunk_out.release()
+            call.trunk_out = None
+        now = self.stack.reactor.seconds()
         while True:
             call.attempt += 1
             if call.cancelled or call.ended:
                 return
             if call.attempt >= len(call.trunks):
-                status = _map_error(last_status) if last_status else 503
-                self._fail(call, status, last_reason or reason_phrase(status))
+                if last_status:
+                    status = _map_error(last_status)
+                    self._fail(call, status, last_reason or reason_phrase(status))
+                else:
+                    self._fail(call, 503, "No Trunk Available",
+                               (("Retry-After", str(self.config.sip.retry_after)),))
                 return
-            trunk = self.trunks.get(call.trunks[call.attempt])
-            if trunk is not None:
-                break
+            name = call.trunks[call.attempt]
+            trunk = self.trunks.get(name)
+            state = self.trunk_states.get(name)
+            if trunk is None or state is None:
+                continue
+            if not state.up:
+                log.debug("call %s: trunk %s is down, skipped", call.id, name)
+                continue
+            if not state.admit(now):
+                log.info("call %s: trunk %s over its limits, skipped", call.id, name)
+                continue
+            call.trunk_out = state
+            break
         self._send_invite(call, trunk)
 
     def _local(self, transport: str) -> tuple[str, str]:
@@ -459,6 +517,9 @@ class B2BUA:
         elif owner.purpose == "bye":
             if resp.status >= 200 and owner.call is not None:
                 self._end(owner.call, "bye")
+        elif owner.purpose == "probe":
+            if resp.status >= 200 and owner.trunk is not None:
+                self._probe_done(owner.trunk, owner.seq, resp.status)
 
     def _on_invite_response(
         self, owner: Pending, txn: ClientTransaction, resp: Response, retransmission: bool
@@ -479,6 +540,7 @@ class B2BUA:
                 call.b_txn = None
             self.dialogs.pop(b.key, None)
             if call.cancelled or call.a_answered:
+                self._end(call, "cancelled")  # the caller already has its final answer
                 return
             if _failover_status(status) and call.attempt + 1 < len(call.trunks):
                 log.info("call %s: %s from trunk %s, failing over", call.id, status, b.trunk)
@@ -495,8 +557,12 @@ class B2BUA:
         b.remote_target = str(contacts[0].uri) if contacts else b.remote_target
         b.route_set = list(reversed(resp.get_all("record-route")))
         b.confirmed = True
-        ack = self._in_dialog_request(b, "ACK", cseq=txn.request.cseq.seq)
-        self.layer.send_ack_2xx(txn, ack)
+        late_offer = not txn.request.body and bool(resp.body)
+        if late_offer and not (call.cancelled or call.ended or call.a_answered):
+            call.deferred_ack = Deferred(txn, b)
+        else:
+            ack = self._in_dialog_request(b, "ACK", cseq=txn.request.cseq.seq)
+            self.layer.send_ack_2xx(txn, ack)
         if call.b_txn is txn:
             call.b_txn = None
         if call.cancelled or call.ended or call.a_answered:
@@ -537,6 +603,9 @@ class B2BUA:
 
     def _on_client_failure(self, txn: ClientTransaction, status: int, reason: str) -> None:
         owner = txn.owner
+        if isinstance(owner, Pending) and owner.purpose == "probe" and owner.trunk is not None:
+            self._probe_done(owner.trunk, owner.seq, None)
+            return
         if not isinstance(owner, Pending) or owner.call is None:
             return
         call = owner.call
@@ -552,6 +621,11 @@ class B2BUA:
                      owner.leg.trunk if owner.leg else "?")
             self._next_attempt(call, status, reason)
         elif owner.purpose == "relay" and owner.server_txn is not None:
+            if txn.is_invite and owner.leg is not None:
+                owner.leg.invite_out = None
+                origin = call.a if owner.leg is call.b else call.b
+                if origin is not None:
+                    origin.invite_in = None
             self._respond(owner.server_txn, status, reason, to_tag=self._our_tag(owner))
         elif owner.purpose == "bye":
             self._end(call, "bye timeout")
@@ -630,7 +704,39 @@ class B2BUA:
         if other is None or not other.confirmed or call.ended:
             self._respond(txn, 481, to_tag=to_tag)
             return
+        if req.method == "INVITE":
+            if leg.invite_out is not None:
+                # glare: our own re-INVITE toward this peer is pending (RFC 3261 14.1)
+                self._respond(txn, 491, to_tag=to_tag)
+                return
+            if leg.invite_in is not None or other.invite_out is not None:
+                # a second INVITE before the first got its final answer (RFC 3261 14.2)
+                retry = str(int(random_hex(1), 16) % 11)  # random 0-10 s, RFC 3261 14.2
+                self._respond(txn, 500, to_tag=to_tag, headers=(("Retry-After", retry),))
+                return
         self._relay_request(txn, leg, other)
+
+    def _on_ack(self, request: Request, txn: ServerTransaction | None) -> None:
+        """An ACK for a 2xx we sent; with a late offer it carries the answer to pass on."""
+        if txn is None:
+            return
+        owner = txn.owner
+        deferred: Deferred | None = None
+        if isinstance(owner, Call):
+            deferred, owner.deferred_ack = owner.deferred_ack, None
+        elif isinstance(owner, Deferred):
+            deferred, txn.owner = owner, None
+        if deferred is None:
+            return
+        extra: list[HeaderField] = []
+        ctype = request.get("content-type")
+        if request.body and ctype is not None:
+            extra.append(("content-type", ctype, None))
+        ack = self._in_dialog_request(
+            deferred.leg, "ACK", cseq=deferred.txn.request.cseq.seq, extra=extra,
+            body=request.body,
+        )
+        self.layer.send_ack_2xx(deferred.txn, ack)
 
     def _relay_request(self, txn: ServerTransaction, leg: Leg, other: Leg) -> None:
         req = txn.request
@@ -638,14 +744,26 @@ class B2BUA:
         out = self._in_dialog_request(other, req.method, extra=extra, body=req.body)
         client = self.layer.send_request(out, other.target, self.stack.reactor.seconds())
         client.owner = Pending("relay", leg.call, other, txn)
+        if req.method == "INVITE":
+            leg.invite_in = txn
+            other.invite_out = client
 
     def _relay_response(self, owner: Pending, txn: ClientTransaction, resp: Response) -> None:
         srv = owner.server_txn
         if srv is None or resp.status == 100:
             return
+        call = owner.call
+        if txn.is_invite and resp.status >= 200 and owner.leg is not None and call is not None:
+            owner.leg.invite_out = None
+            origin = call.a if owner.leg is call.b else call.b
+            if origin is not None:
+                origin.invite_in = None
         if txn.is_invite and 200 <= resp.status < 300 and owner.leg is not None:
-            ack = self._in_dialog_request(owner.leg, "ACK", cseq=txn.request.cseq.seq)
-            self.layer.send_ack_2xx(txn, ack)
+            if not txn.request.body and resp.body:
+                srv.owner = Deferred(txn, owner.leg)  # late offer: ACK waits for the answer
+            else:
+                ack = self._in_dialog_request(owner.leg, "ACK", cseq=txn.request.cseq.seq)
+                self.layer.send_ack_2xx(txn, ack)
         out = make_response(srv.request, resp.status, resp.reason, to_tag=srv.request.to_tag)
         extra = [f for f in resp.fields if f[0] not in OWNED or f[0] in ("require", "supported")]
         if txn.is_invite and resp.status < 300 and owner.call is not None:
@@ -704,7 +822,72 @@ class B2BUA:
         self.dialogs.pop(call.a.key, None)
         if call.b is not None:
             self.dialogs.pop(call.b.key, None)
+        if call.trunk_in is not None:
+            call.trunk_in.release()
+            call.trunk_in = None
+        if call.trunk_out is not None:
+            call.trunk_out.release()
+            call.trunk_out = None
         self.stats.ended += 1
         log.debug("call %s ended: %s", call.id, why)
         if not self.calls and self.on_idle is not None:
             self.on_idle()
+
+    # ------------------------------------------------------------------
+    # trunk probing (OPTIONS) and status
+    # ------------------------------------------------------------------
+    def start_probing(self) -> None:
+        """Probe every trunk with ``options_interval`` > 0, staggered over the first second."""
+        probed = [s for s in self.trunk_states.values() if s.trunk.options_interval > 0]
+        for i, state in enumerate(probed):
+            self.call_later(i / max(len(probed), 1), self._probe, state)
+        self.write_status()
+
+    def _probe(self, state: TrunkState) -> None:
+        if self.draining:
+            return
+        trunk = state.trunk
+        target = Target(trunk.transport, trunk.host, trunk.port)
+        state.probe_seq += 1
+        seq = state.probe_seq
+        try:
+            request = make_options(self.stack, target, self.config.sip.domain, self.user_agent)
+            txn = self.layer.send_request(request, target, self.stack.reactor.seconds())
+            txn.owner = Pending("probe", None, None, trunk=state, seq=seq)
+        except Exception:  # a probe must never stop probing
+            log.exception("trunk %s: cannot send OPTIONS", trunk.name)
+        self.stack.flush()
+        self.call_later(trunk.options_timeout, self._probe_done, state, seq, None)
+        self.call_later(trunk.options_interval, self._probe, state)
+
+    def _probe_done(self, state: TrunkState, seq: int, status: int | None) -> None:
+        """A probe's outcome: its final status, or None for no answer in time."""
+        if seq != state.probe_seq:
+            return  # already decided (answered, or timed out) or superseded
+        state.probe_seq += 1  # later outcomes of this probe are ignored
+        now = self.stack.reactor.seconds()
+        changed = (
+            state.probe_answered(status, now) if status is not None else state.probe_failed(now)
+        )
+        if changed:
+            self.write_status()
+
+    def write_status(self) -> None:
+        write_status(self.status_path, self.trunk_states.values(), self.stack.reactor.seconds())
+
+
+def make_options(stack: SipStack, target: Target, domain: str, user_agent: str) -> Request:
+    """An out-of-dialog OPTIONS probe toward a trunk (RFC 3261 section 11)."""
+    sent_by = (stack.local.get(target.transport) or next(iter(stack.local.values()))).sent_by
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    fields: list[HeaderField] = [
+        ("via", f"SIP/2.0/{target.transport.upper()} {sent_by};branch={stack.new_branch()};rport",
+         None),
+        ("max-forwards", "70", None),
+        ("from", f"<sip:ping@{domain}>;tag={_token()}", None),
+        ("to", f"<sip:{host}:{target.port}>", None),
+        ("call-id", f"{random_hex(10)}@{domain}", None),
+        ("cseq", "1 OPTIONS", None),
+        ("user-agent", user_agent, None),
+    ]
+    return Request("OPTIONS", f"sip:{host}:{target.port}", fields)

@@ -62,15 +62,24 @@ class RawUac:
             if m:
                 return Reply(int(m.group(1)), m.group(2).decode("latin-1"), data)
 
-    def final(self, timeout: float = 5.0, method: str | None = None) -> Reply | None:
-        """The next final (>= 200) response (to ``method`` when given)."""
+    def final(
+        self, timeout: float = 5.0, method: str | None = None, call_id: str | None = None
+    ) -> Reply | None:
+        """The next final (>= 200) response (to ``method`` / in ``call_id`` when given).
+
+        Other responses read meanwhile are discarded (e.g. a retransmitted final).
+        """
         deadline = time.monotonic() + timeout
         while True:
             reply = self.recv(max(0.0, deadline - time.monotonic()))
             if reply is None:
                 return None
             cseq = (reply.header("CSeq") or "").split()
-            if reply.status >= 200 and (method is None or cseq[-1:] == [method]):
+            if (
+                reply.status >= 200
+                and (method is None or cseq[-1:] == [method])
+                and (call_id is None or reply.header("Call-ID") == call_id)
+            ):
                 return reply
 
     def invite(

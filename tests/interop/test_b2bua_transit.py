@@ -30,6 +30,14 @@ from .tls_uac import TlsUac, run_calls
 NUMBER = "+15551234567"
 
 
+def assert_no_leftovers(gw: GatewayProcess) -> None:
+    """Stop the gateway and check that every call left every table (its last log line)."""
+    gw.stop()
+    text = gw.log_text()
+    assert "live calls 0 dialogs 0 " in text, text[-3000:]
+    assert "handler bugs 0" in text, text[-3000:]
+
+
 def settled(
     server: SippServer, expected: tuple[int, int], timeout: float = 12.0
 ) -> tuple[int, int]:
@@ -69,10 +77,7 @@ def test_udp_2000_calls_at_100_cps(
     assert result.successful == 2000, result.describe()
     assert settled(uas, (2000, 0)) == (2000, 0)
     assert sip_options_ping(gw.sip_udp) is not None  # still serving
-    gw.stop()
-    # every call ended on every table: nothing left behind by 2,000 calls
-    assert "live calls 0 dialogs 0 " in gw.log_text(), gw.log_text()[-2000:]
-    assert "handler bugs 0" in gw.log_text()
+    assert_no_leftovers(gw)  # nothing left behind by 2,000 calls
 
 
 def test_tcp_200_calls(
@@ -125,6 +130,7 @@ def test_cancel_from_caller_gives_487_and_cancels_the_callee(
     assert (result.successful, result.failed) == (20, 0), result.describe()
     # the callee saw a CANCEL, answered 487 and got its ACK, for every call
     assert settled(uas, (20, 0)) == (20, 0)
+    assert_no_leftovers(gw)
 
 
 def test_busy_is_relayed_without_failover(
@@ -140,6 +146,7 @@ def test_busy_is_relayed_without_failover(
     assert (result.successful, result.failed) == (10, 0), result.describe()
     assert settled(busy, (10, 0)) == (10, 0)
     assert settled(spare, (0, 0)) == (0, 0)  # 486 never fails over
+    assert_no_leftovers(gw)
 
 
 def test_decline_603_is_relayed_without_failover(
@@ -172,6 +179,7 @@ def test_failover_on_503(
     assert (result.successful, result.failed) == (20, 0), result.describe()
     assert settled(refusing, (20, 0)) == (20, 0)  # each call tried it first
     assert settled(good, (20, 0)) == (20, 0)
+    assert_no_leftovers(gw)
 
 
 def test_failover_on_transport_failure_and_on_timeout(
@@ -192,6 +200,7 @@ def test_failover_on_transport_failure_and_on_timeout(
     result = sipp_client("uac", gw.sip_target, service=NUMBER, calls=3, rate=3, timeout_s=30)
     assert (result.successful, result.failed) == (3, 0), result.describe()
     assert settled(good, (3, 0)) == (3, 0)
+    assert_no_leftovers(gw)
 
 
 def test_all_trunks_failing_gives_the_last_error(
@@ -258,15 +267,15 @@ def _loop_and_limit(gw_port: int) -> None:
         ringing_calls = [uac.invite(f"+1555000000{i}") for i in (1, 2)]
         time.sleep(0.5)
         call_id, branch = uac.invite("+15550000003")
-        reply = uac.final()
+        reply = uac.final(call_id=call_id)
         assert reply is not None and reply.status == 503
         assert reply.header("Retry-After") == "7"
         uac.ack_error("+15550000003", call_id, branch, reply)
         for i, (cid, br) in zip((1, 2), ringing_calls):
             uac.cancel(f"+1555000000{i}", cid, br)
         statuses = []
-        for _ in range(2):
-            final = uac.final(method="INVITE")
+        for cid, _ in ringing_calls:
+            final = uac.final(method="INVITE", call_id=cid)
             assert final is not None
             statuses.append(final.status)
         assert statuses == [487, 487]
@@ -384,3 +393,4 @@ def test_bye_from_callee_ends_both_legs(
     )
     assert (result.successful, result.failed) == (10, 0), result.describe()
     assert settled(uas, (10, 0)) == (10, 0)
+    assert_no_leftovers(gw)

@@ -302,3 +302,50 @@ def test_console_script(tmp_path: Path) -> None:
         check=False,
     )
     assert (done.returncode, done.stderr) == (2, f"{bad}: sip.t1: must be greater than 0\n")
+
+
+# --- cdr ---------------------------------------------------------------------------------------
+
+
+def test_cdr_lists_the_newest_calls(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.store.cdr import CdrStore
+
+    db = workdir / "var/cdr.sqlite3"  # the default [storage] cdr, relative to the cwd
+    assert run(capsys, "cdr", "-c", "gw.toml") == (0, f"no CDRs yet: {db}\n", "")
+    assert not db.parent.exists()  # read-only: nothing created
+
+    store = CdrStore(db)
+    store.call_started("c-answered", "+15551230001", "+15559870001", "carrier-a", 1700000000.4)
+    store.leg_started("c-answered", "a", "in", "carrier-a", "sip:a@10.0.0.1", 1700000000.4, "x")
+    store.call_answered("c-answered", 1700000002.0, "carrier-b")
+    store.call_ended("c-answered", 1700000063.5, 200, "caller", "BYE")
+    store.call_started("c-busy", "alice", "+15559870002", None, 1700000100.0)
+    store.call_ended("c-busy", 1700000101.0, 486, "callee", "Busy Here")
+    store.close()
+
+    assert run(capsys, "cdr", "-c", "gw.toml") == (
+        0,
+        "STARTED               CALL-ID     CALLER        CALLEE        TRUNKS                  "
+        "STATUS  DURATION  RELEASE  REASON\n"
+        "2023-11-14T22:15:00Z  c-busy      alice         +15559870002  - -> -                  "
+        "486     0.0       callee   Busy Here\n"
+        "2023-11-14T22:13:20Z  c-answered  +15551230001  +15559870001  carrier-a -> carrier-b  "
+        "200     61.5      caller   BYE\n",
+        "",
+    )
+    code, out, err = run(capsys, "cdr", "-c", "gw.toml", "--last", "1", "--json")
+    assert (code, err) == (0, "")
+    (call,) = json.loads(out)
+    assert (call["call_id"], call["status"], call["legs"]) == ("c-busy", 486, [])
+    assert (
+        json.loads(run(capsys, "cdr", "-c", "gw.toml", "--json")[1])[1]["legs"][0]["leg_id"] == "a"
+    )
+
+    db.write_bytes(b"not a database" * 100)
+    code, out, err = run(capsys, "cdr", "-c", "gw.toml")
+    assert (code, out) == (2, "")
+    assert err == f"{db}: (file): cannot read CDRs: file is not a database\n"
+    with pytest.raises(SystemExit) as info:
+        main(["cdr", "-c", "gw.toml", "--last", "0"])
+    assert info.value.code == 2
+    capsys.readouterr()
