@@ -14,16 +14,21 @@ import socket
 import sys
 from typing import Any
 
+from twisted.internet.task import LoopingCall
+
 from gateway.calls.b2bua import B2BUA
 from gateway.config import Config, Trunk
 from gateway.dialplan.plan import DialPlan
 from gateway.errors import ConfigError
 from gateway.sip.transaction import Timers, TransactionLayer
 from gateway.sip.transport import SipStack
+from gateway.store.cdr import CdrStore
 from gateway.tlsutil import client_options, ensure_certificate, server_options
 
 log = logging.getLogger("gateway")
 DRAIN_GRACE = 30.0
+CDR_FLUSH = 0.2  # seconds between CDR batch writes
+STATUS_EVERY = 5.0  # seconds between rewrites of the trunk state file
 
 
 def setup_logging(level: str) -> None:
@@ -69,8 +74,14 @@ class Gateway:
             ensure_certificate(config.tls.cert, config.tls.key, hosts)
             self.stack.tls_server_options = server_options(config.tls.cert, config.tls.key)
             self.stack.tls_client_options = client_options
-        self.b2bua = B2BUA(self.stack, config, self.plan, reactor.callLater)
+        self.cdr = CdrStore(config.storage.cdr)
+        self.b2bua = B2BUA(self.stack, config, self.plan, reactor.callLater, self.cdr)
         self.stack.user = self.b2bua
+        # CDRs are written in batches: a call answered is durable within CDR_FLUSH seconds
+        self._cdr_flush = LoopingCall(self.cdr.flush)
+        self._cdr_flush.clock = reactor
+        self._status = LoopingCall(self.b2bua.write_status)  # trunks.json for `trunks`
+        self._status.clock = reactor
         self._stopping = False
 
     def start(self) -> None:
@@ -78,6 +89,8 @@ class Gateway:
             local = self.stack.listen(listen.transport, listen.host, listen.port)
             log.info("SIP listening on %s:%s", local.transport, local.sent_by)
         self.b2bua.start_probing()
+        self._cdr_flush.start(CDR_FLUSH, now=False)
+        self._status.start(STATUS_EVERY, now=False)
 
     def reload(self) -> bool:
         try:
@@ -118,6 +131,11 @@ class Gateway:
                 counters.dropped, counters.handler_errors,
             )
             self.stack.stop_listening()
+            for loop in (self._cdr_flush, self._status):
+                if loop.running:
+                    loop.stop()
+            self.cdr.close()
+            self.b2bua.write_status()
             self.reactor.stop()
 
 

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     cdr.add_argument("--json", action="store_true", help="print the calls and their legs as JSON")
     cdr.set_defaults(handler=_cdr)
+    trunks = command("trunks", "print each trunk's state as the running gateway last wrote it")
+    trunks.add_argument("--json", action="store_true", help="print the state file as JSON")
+    trunks.set_defaults(handler=_trunks)
     return parser
 
 
@@ -153,6 +156,33 @@ def _cdr(args: argparse.Namespace) -> int:
     for row in rows:  # every column padded but the last (the reason)
         print(
             "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]).rstrip()
+        )
+    return 0
+
+
+def _trunks(args: argparse.Namespace) -> int:
+    """The trunk state file (trunks.json beside the CDR database), kept by `run`."""
+    config = load_config(args.config)
+    path = config.storage.cdr.parent / "trunks.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"no trunk state yet (is the gateway running?): {path}")
+        return 0
+    except (OSError, ValueError) as exc:
+        raise ConfigError([Problem(str(path), "(file)", f"cannot read: {exc}")]) from exc
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    stamp = datetime.fromtimestamp(float(doc["time"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"as of {stamp}")
+    for trunk in doc["trunks"]:
+        probe = "probed" if trunk["probing"] else "not probed"
+        last = trunk["last_status"] if trunk["last_status"] is not None else "-"
+        print(
+            f"{trunk['name']:<16} {trunk['state']:<5} {probe:<10} last OPTIONS {last!s:<4} "
+            f"calls {trunk['active_calls']} (max {trunk['max_calls'] or '-'}), "
+            f"refused {trunk['refused']}  {trunk['uri']}"
         )
     return 0
 

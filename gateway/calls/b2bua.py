@@ -52,6 +52,7 @@ from gateway.sip.transaction import (
 from gateway.sip.transport import SipStack
 from gateway.sip.uri import NameAddr, unescape
 from gateway.sip.validate import validate_request
+from gateway.store.cdr import CdrStore
 
 log = logging.getLogger("gateway.calls")
 
@@ -98,6 +99,7 @@ class Leg:
     __slots__ = (
         "call",
         "call_id",
+        "cdr_id",
         "confirmed",
         "invite_in",
         "invite_out",
@@ -138,6 +140,7 @@ class Leg:
         self.target = target
         self.trunk = trunk
         self.confirmed = False
+        self.cdr_id = name  # the leg's id in cdr_legs ("a", then "b1", "b2"... per attempt)
         self.invite_in: ServerTransaction | None = None  # re-INVITE from the peer, unanswered
         self.invite_out: ClientTransaction | None = None  # re-INVITE to the peer, unanswered
 
@@ -161,6 +164,9 @@ class Call:
         "invite",
         "no_answer_timer",
         "number",
+        "reason",
+        "release_side",
+        "status",
         "trunk_in",
         "trunk_out",
         "trunks",
@@ -180,6 +186,9 @@ class Call:
         self.cancelled = False
         self.ended = False
         self.no_answer_timer: Any = None
+        self.status: int | None = None  # the caller's final status (CDR)
+        self.release_side: str | None = None  # caller | callee | gateway
+        self.reason: str | None = None
         # late offer (INVITE without SDP): the callee's 2xx carries the offer, so the ACK
         # toward it waits for the caller's ACK, which carries the answer (RFC 3261 13.2.1)
         self.deferred_ack: Deferred | None = None
@@ -225,12 +234,14 @@ class B2BUA:
         config: Config,
         plan: DialPlan,
         call_later: Callable[..., Any],
+        cdr: CdrStore | None = None,
     ) -> None:
         self.stack = stack
         self.layer = stack.layer
         self.config = config
         self.plan = plan
         self.call_later = call_later
+        self.cdr = cdr
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], Leg] = {}
         self.trunks: dict[str, Trunk] = {t.name: t for t in config.trunks}
@@ -264,6 +275,7 @@ class B2BUA:
             owner = event.txn.owner
             if isinstance(owner, Call) and not owner.ended:
                 log.info("call %s: no ACK for our 2xx, ending", owner.id)
+                self._released(owner, 200, "gateway", "no ACK")
                 self._bye(owner.a)
                 if owner.b is not None:
                     self._bye(owner.b)
@@ -364,18 +376,19 @@ class B2BUA:
         trunk_in = self.trunk_states[trunk.name]
         if not trunk_in.admit(seconds):
             log.info("INVITE from trunk %s over its limits: 503", trunk.name)
-            self._reject(txn, 503, (("Retry-After", str(self.config.sip.retry_after)),))
+            self._reject(txn, 503, (("Retry-After", str(self.config.sip.retry_after)),),
+                         trunk.name)
             return
         number = self._called_number(req)
         decision = self.plan.route(number, trunk.name)
         if decision.action == "none":
             trunk_in.release()
-            self._reject(txn, 404)
+            self._reject(txn, 404, (), trunk.name)
             return
         if decision.action not in ("outbound", "trunk") or not decision.trunks:
             log.info("call to %s: action %s not available yet", number, decision.action)
             trunk_in.release()
-            self._reject(txn, 480)
+            self._reject(txn, 480, (), trunk.name)
             return
         call = Call(random_hex(8), req, decision.number, decision.trunks)
         call.trunk_in = trunk_in
@@ -402,6 +415,10 @@ class B2BUA:
         self.calls[call.id] = call
         self.dialogs[a.key] = a
         self.stats.started += 1
+        if self.cdr is not None:
+            self.cdr.call_started(call.id, self._caller(req), decision.number, trunk.name, seconds)
+            self.cdr.leg_started(call.id, "a", "in", trunk.name, a.remote_uri, seconds,
+                                 req.call_id)
         timeout = self.config.sip.no_answer_timeout
         if timeout > 0:
             call.no_answer_timer = self.call_later(timeout, self._no_answer, call)
@@ -415,10 +432,38 @@ class B2BUA:
         self.layer.send_response(txn, make_response(txn.request, 100), now)
 
     def _reject(
-        self, txn: ServerTransaction, status: int, headers: Sequence[tuple[str, str]] = ()
+        self,
+        txn: ServerTransaction,
+        status: int,
+        headers: Sequence[tuple[str, str]] = (),
+        trunk: str | None = None,
     ) -> None:
+        """Refuse a new INVITE before any call exists; it still gets its CDR row."""
         self.stats.rejected += 1
         self._respond(txn, status, None, headers)
+        cdr = self.cdr
+        if cdr is not None:
+            req = txn.request
+            now = self.stack.reactor.seconds()
+            call_id = "r" + random_hex(8)
+            cdr.call_started(call_id, self._caller(req), self._called_number(req), trunk, now)
+            cdr.leg_started(call_id, "a", "in", trunk, req.get("from") or "", now, req.call_id)
+            cdr.leg_ended(call_id, "a", now, status)
+            cdr.call_ended(call_id, now, status, "gateway", reason_phrase(status))
+
+    @staticmethod
+    def _caller(req: Request) -> str:
+        try:
+            return unescape(req.from_.uri.user or "anonymous")
+        except SipParseError:
+            return "anonymous"
+
+    def _released(self, call: Call, status: int, side: str, reason: str | None) -> None:
+        """Record why the call ended (the first cause wins)."""
+        if call.release_side is None:
+            call.status = status
+            call.release_side = side
+            call.reason = reason
 
     # ------------------------------------------------------------------
     # the outbound leg
@@ -483,7 +528,11 @@ class B2BUA:
         if trunk.transport != "udp":
             b.remote_target += f";transport={trunk.transport}"
         call.b = b
+        b.cdr_id = f"b{call.attempt + 1}"
         self.dialogs[b.key] = b
+        if self.cdr is not None:
+            self.cdr.leg_started(call.id, b.cdr_id, "out", trunk.name, remote_uri,
+                                 self.stack.reactor.seconds(), b.call_id)
         max_forwards = a_req.max_forwards
         mf = DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1
         sent_by, contact = self._local(trunk.transport)
@@ -539,6 +588,8 @@ class B2BUA:
             if call.b_txn is txn:
                 call.b_txn = None
             self.dialogs.pop(b.key, None)
+            if self.cdr is not None:
+                self.cdr.leg_ended(call.id, b.cdr_id, self.stack.reactor.seconds(), status)
             if call.cancelled or call.a_answered:
                 self._end(call, "cancelled")  # the caller already has its final answer
                 return
@@ -547,6 +598,7 @@ class B2BUA:
                 self._next_attempt(call, status, resp.reason)
                 return
             extra = [(k, v) for k, v, _ in resp.fields if k in ERROR_COPY]
+            self._released(call, _map_error(status), "callee", resp.get("reason") or resp.reason)
             self._fail(call, _map_error(status), resp.reason, extra)
             return
         # 2xx
@@ -572,6 +624,11 @@ class B2BUA:
         call.a_answered = True
         call.a.confirmed = True
         self.stats.answered += 1
+        if self.cdr is not None:
+            now = self.stack.reactor.seconds()
+            self.cdr.leg_answered(call.id, b.cdr_id, now)
+            self.cdr.leg_answered(call.id, "a", now)
+            self.cdr.call_answered(call.id, now, b.trunk)
         self._relay_to_a(call, resp)
 
     def _relay_to_a(self, call: Call, resp: Response) -> None:
@@ -598,6 +655,7 @@ class B2BUA:
         if not call.a_answered and not call.cancelled:
             call.a_answered = True
             self._respond(call.a_txn, status, reason, headers, to_tag=call.a.local_tag)
+        self._released(call, status, "gateway", reason)
         self.stats.failed += 1
         self._end(call, f"failed {status}")
 
@@ -614,6 +672,9 @@ class B2BUA:
                 call.b_txn = None
             if owner.leg is not None:
                 self.dialogs.pop(owner.leg.key, None)
+                if self.cdr is not None:
+                    self.cdr.leg_ended(call.id, owner.leg.cdr_id, self.stack.reactor.seconds(),
+                                       status)
             if call.cancelled or call.a_answered or call.ended:
                 self._end(call, "cancelled")
                 return
@@ -642,6 +703,7 @@ class B2BUA:
             return
         log.info("call %s: no answer after %ss", call.id, self.config.sip.no_answer_timeout)
         call.cancelled = True
+        self._released(call, 480, "gateway", "no answer")
         self._respond(call.a_txn, 480, "No Answer", to_tag=call.a.local_tag)
         call.a_answered = True
         self._cancel_b(call)
@@ -675,6 +737,7 @@ class B2BUA:
         call.cancelled = True
         call.a_answered = True
         self._cancel_no_answer(call)
+        self._released(call, 487, "caller", txn.request.get("reason") or "CANCEL")
         self._respond(invite_txn, 487, to_tag=call.a.local_tag)
         self._cancel_b(call)
 
@@ -693,6 +756,8 @@ class B2BUA:
         other = call.b if leg is call.a else call.a
         if req.method == "BYE":
             self._respond(txn, 200, to_tag=to_tag)
+            self._released(call, 200, "caller" if leg is call.a else "callee",
+                           req.get("reason") or "BYE")
             if other is not None and other.confirmed and not call.ended:
                 self._bye(other)
                 self._detach(call)
@@ -830,6 +895,16 @@ class B2BUA:
             call.trunk_out = None
         self.stats.ended += 1
         log.debug("call %s ended: %s", call.id, why)
+        cdr = self.cdr
+        if cdr is not None:
+            now = self.stack.reactor.seconds()
+            status = call.status if call.status is not None else (200 if call.a.confirmed else 0)
+            cdr.leg_ended(call.id, "a", now, status)
+            b = call.b
+            if b is not None and b.confirmed:
+                cdr.leg_ended(call.id, b.cdr_id, now, 200)
+            cdr.call_ended(call.id, now, status, call.release_side or "gateway",
+                           call.reason or why)
         if not self.calls and self.on_idle is not None:
             self.on_idle()
 
