@@ -25,6 +25,7 @@ from typing import Any
 from gateway.calls.trunks import TrunkState, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
+from gateway.sip.auth import AuthError, Credentials, DigestClient, choose_challenge
 from gateway.sip.errors import SipParseError
 from gateway.sip.ids import random_hex
 from gateway.sip.message import (
@@ -214,6 +215,7 @@ class Pending:
     server_txn: ServerTransaction | None = None
     trunk: TrunkState | None = None  # probes: the trunk probed
     seq: int = 0  # probes: which probe of that trunk
+    auth: int = 0  # challenges answered for this request (RFC 3261 section 22.2)
 
 
 @dataclass
@@ -245,6 +247,11 @@ class B2BUA:
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], Leg] = {}
         self.trunks: dict[str, Trunk] = {t.name: t for t in config.trunks}
+        self.auth_clients: dict[str, DigestClient] = {
+            t.name: DigestClient(Credentials(t.username, t.password))
+            for t in config.trunks
+            if t.username
+        }
         now = stack.reactor.seconds()
         self.trunk_states: dict[str, TrunkState] = {
             t.name: TrunkState(t, now) for t in config.trunks
@@ -559,6 +566,8 @@ class B2BUA:
         owner = txn.owner
         if not isinstance(owner, Pending):
             return
+        if resp.status in (401, 407) and self._retry_with_auth(txn, resp, owner):
+            return
         if owner.purpose == "invite":
             self._on_invite_response(owner, txn, resp, retransmission)
         elif owner.purpose == "relay":
@@ -569,6 +578,57 @@ class B2BUA:
         elif owner.purpose == "probe":
             if resp.status >= 200 and owner.trunk is not None:
                 self._probe_done(owner.trunk, owner.seq, resp.status)
+
+    def _retry_with_auth(self, txn: ClientTransaction, resp: Response, owner: Pending) -> bool:
+        """Answer a trunk's 401/407 with its credentials (RFC 3261 section 22.2).
+
+        The request is sent again with the next CSeq and a new branch. A second challenge
+        is answered only when it says ``stale=true`` (a new nonce, same credentials).
+        """
+        call = owner.call
+        if owner.purpose != "bye" and call is not None and (call.cancelled or call.ended):
+            return False  # a BYE is still answered: the call is ending because of it
+        name = owner.trunk.name if owner.trunk is not None else (
+            owner.leg.trunk if owner.leg is not None else None)
+        client = self.auth_clients.get(name) if name else None
+        if client is None or owner.auth >= 2:
+            return False
+        header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
+        challenge = choose_challenge(resp.values(header))
+        if challenge is None:
+            log.info("%s: unusable %d challenge from trunk %s", txn.request.method,
+                     resp.status, name)
+            return False
+        if owner.auth == 1 and not challenge.stale:
+            log.warning("trunk %s refused its credentials (%d to %s)", name, resp.status,
+                        txn.request.method)
+            return False
+        req = txn.request
+        try:
+            value = client.authorization(challenge, req.method, req.uri_text, req.body)
+        except AuthError as err:
+            log.warning("trunk %s: cannot answer the challenge: %s", name, err)
+            return False
+        if owner.leg is not None:
+            owner.leg.local_cseq = max(owner.leg.local_cseq, req.cseq.seq) + 1
+            seq = owner.leg.local_cseq
+        else:
+            seq = req.cseq.seq + 1
+        via = req.top_via
+        retry = (
+            req.with_header("via", str(via.with_param("branch", self.stack.new_branch())))
+            .with_header("cseq", f"{seq} {req.method}")
+            .with_header("authorization" if resp.status == 401 else "proxy-authorization",
+                         value)
+        )
+        new_txn = self.layer.send_request(retry, txn.target, self.stack.reactor.seconds())
+        owner.auth += 1
+        new_txn.owner = owner
+        if call is not None and call.b_txn is txn:
+            call.b_txn = new_txn
+        if owner.leg is not None and owner.leg.invite_out is txn:
+            owner.leg.invite_out = new_txn
+        return True
 
     def _on_invite_response(
         self, owner: Pending, txn: ClientTransaction, resp: Response, retransmission: bool

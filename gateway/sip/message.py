@@ -117,6 +117,12 @@ class Message:
                 out.extend(split_commas(v))
         return out
 
+    def values(self, name: str) -> list[str]:
+        """Every instance of a header, unsplit: for headers whose values contain commas
+        that do not separate values (WWW-Authenticate, Authorization, Date, ...)."""
+        key = header_key(name)
+        return [v for k, v, _ in self.fields if k == key]
+
     def count(self, name: str) -> int:
         key = header_key(name)
         return sum(1 for k, _, _ in self.fields if k == key)
