@@ -17,6 +17,9 @@ The keys beyond DESIGN.md's example, all optional:
   Retry-After of that 503, seconds, 5), t1/t2/t4 (RFC 3261 timers, seconds, 0.5/4.0/5.0),
   user_agent ("acs-gateway"), tcp_max_buffer (bytes buffered per TCP/TLS connection before it is
   closed, 65536), udp_buffer (socket buffer bytes asked for on SIP UDP sockets, 4194304),
+  auth_algorithms (digest algorithms offered when challenging, ["SHA-256", "MD5"]),
+  auth_fail_limit / auth_fail_window / auth_block (5 failed authentications from one address
+  within 60 s make the gateway ignore it for 300 s),
   max_message_size (bytes, 65535), no_answer_timeout (seconds an outbound INVITE
   may ring, 120), users (name = "password" of registering SIP users, empty).
 - [media] max_mixed (8) and conference_mode ("mcu" | "sfu").
@@ -139,6 +142,10 @@ class SipConfig:
     user_agent: str = "acs-gateway"
     tcp_max_buffer: int = 65536
     udp_buffer: int = 4194304  # SO_RCVBUF/SO_SNDBUF asked for on SIP UDP sockets
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # offered in challenges, in order
+    auth_fail_limit: int = 5  # failed authentications from one address within the window...
+    auth_fail_window: float = 60.0
+    auth_block: float = 300.0  # ...make the gateway ignore that address for this long
     max_message_size: int = 65535
     no_answer_timeout: float = 120.0
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -427,6 +434,19 @@ def _read_sip(r: TomlReader) -> SipConfig:
         )
     no_answer_timeout = r.number("no_answer_timeout", d.no_answer_timeout, positive=True)
     udp_buffer = r.integer("udp_buffer", d.udp_buffer, minimum=65536)
+    auth_algorithms: list[str] = []
+    for i, text in enumerate(r.strings("auth_algorithms", d.auth_algorithms)):
+        algorithm = {"SHA-256": "SHA-256", "MD5": "MD5"}.get(text.upper())
+        if algorithm is None:
+            r.problem(f"{r.key('auth_algorithms')}[{i}]", f"unknown algorithm {text!r} "
+                      "(SHA-256 or MD5)")
+        elif algorithm not in auth_algorithms:
+            auth_algorithms.append(algorithm)
+    if r.has("auth_algorithms") and not auth_algorithms:
+        r.problem(r.key("auth_algorithms"), "must name at least one algorithm")
+    auth_fail_limit = r.integer("auth_fail_limit", d.auth_fail_limit, minimum=1)
+    auth_fail_window = r.number("auth_fail_window", d.auth_fail_window, positive=True)
+    auth_block = r.number("auth_block", d.auth_block)
     users = r.string_table("users", name_pattern=_SIP_USER)
     r.finish()
     return SipConfig(
@@ -440,6 +460,10 @@ def _read_sip(r: TomlReader) -> SipConfig:
         user_agent=user_agent,
         tcp_max_buffer=tcp_max_buffer,
         udp_buffer=udp_buffer,
+        auth_algorithms=tuple(auth_algorithms) or d.auth_algorithms,
+        auth_fail_limit=auth_fail_limit,
+        auth_fail_window=auth_fail_window,
+        auth_block=auth_block,
         max_message_size=max_message_size,
         no_answer_timeout=no_answer_timeout,
         users=MappingProxyType(users),

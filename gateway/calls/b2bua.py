@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,15 @@ from typing import Any
 from gateway.calls.trunks import TrunkState, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
-from gateway.sip.auth import AuthError, Credentials, DigestClient, choose_challenge
+from gateway.sip.auth import (
+    AuthError,
+    AuthResult,
+    Credentials,
+    DigestClient,
+    DigestServer,
+    FailureTracker,
+    choose_challenge,
+)
 from gateway.sip.errors import SipParseError
 from gateway.sip.ids import random_hex
 from gateway.sip.message import (
@@ -247,6 +256,21 @@ class B2BUA:
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], Leg] = {}
         self.trunks: dict[str, Trunk] = {t.name: t for t in config.trunks}
+        sip = config.sip
+        # who may authenticate when the source address matches no trunk: trunks with
+        # credentials (the call becomes that trunk's) and [sip] users
+        self.credentials: dict[str, tuple[str, str | None]] = {
+            name: (password, None) for name, password in sip.users.items()
+        }
+        self.credentials.update(
+            {t.username: (t.password, t.name) for t in config.trunks if t.username}
+        )
+        self.digest = DigestServer(
+            sip.domain, os.urandom(32), algorithms=sip.auth_algorithms
+        )
+        self.auth_failures = FailureTracker(
+            sip.auth_fail_limit, sip.auth_fail_window, sip.auth_block
+        )
         self.auth_clients: dict[str, DigestClient] = {
             t.name: DigestClient(Credentials(t.username, t.password))
             for t in config.trunks
@@ -360,6 +384,9 @@ class B2BUA:
         req = txn.request
         source = txn.source
         seconds = self.stack.reactor.seconds()
+        if self.auth_failures.blocked(source.host, seconds):
+            self.layer.discard(txn)  # an address that failed to authenticate too often
+            return
         self._respond_100(txn, seconds)
         if self.draining:
             self._reject(txn, 503, (("Retry-After", str(self.config.sip.retry_after)),))
@@ -377,9 +404,9 @@ class B2BUA:
             return
         trunk = trunk_for_source(self.config, source.host, source.port)
         if trunk is None:
-            log.info("INVITE from %s:%s matches no trunk: 403", source.host, source.port)
-            self._reject(txn, 403)
-            return
+            trunk = self._authenticate(txn, seconds)
+            if trunk is None:
+                return  # answered (401/403) or ignored (a blocked address)
         trunk_in = self.trunk_states[trunk.name]
         if not trunk_in.admit(seconds):
             log.info("INVITE from trunk %s over its limits: 503", trunk.name)
@@ -434,6 +461,44 @@ class B2BUA:
             call.id, from_addr.uri.user, decision.number, trunk.name, ",".join(decision.trunks),
         )
         self._next_attempt(call, 0, "")
+
+    def _authenticate(self, txn: ServerTransaction, now: float) -> Trunk | None:
+        """Digest-authenticate an INVITE from an address that matches no trunk.
+
+        Returns the trunk whose credentials it carried; otherwise the request has been
+        answered (401 challenge, 403) and None is returned. [sip] users are known here
+        but calls from them come with the registrar (issue 7): they get 403 for now.
+        """
+        source = txn.source.host
+        req = txn.request
+        if not self.credentials:
+            log.info("INVITE from %s:%s matches no trunk: 403", source, txn.source.port)
+            self._reject(txn, 403)
+            return None
+        result, username = self.digest.verify(
+            req.method, req.get("authorization"),
+            lambda name: self.credentials.get(name, (None, None))[0],
+            now, req.body,
+        )
+        if result in (AuthResult.MISSING, AuthResult.STALE):
+            headers = [("WWW-Authenticate", value) for value in
+                       self.digest.challenge_headers(now, stale=result is AuthResult.STALE)]
+            self._respond(txn, 401, headers=headers)
+            return None
+        if result is AuthResult.OK and username is not None:
+            self.auth_failures.record_success(source)
+            trunk_name = self.credentials[username][1]
+            if trunk_name is not None:
+                return self.trunks[trunk_name]
+            log.info("INVITE from user %s: user calls come with the registrar: 403", username)
+            self._reject(txn, 403)
+            return None
+        if self.auth_failures.record_failure(source, now):
+            log.warning("%s: %d failed authentications, ignored for %ss", source,
+                        self.config.sip.auth_fail_limit, self.config.sip.auth_block)
+        log.info("INVITE from %s: authentication %s: 403", source, result.name.lower())
+        self._reject(txn, 403)
+        return None
 
     def _respond_100(self, txn: ServerTransaction, now: float) -> None:
         self.layer.send_response(txn, make_response(txn.request, 100), now)

@@ -870,6 +870,11 @@ class TransactionLayer:
         heapq.heapify(heap)
         self._stale = 0
 
+    def discard(self, txn: ServerTransaction) -> None:
+        """Forget a server transaction the TU leaves unanswered on purpose (a request from
+        an address it ignores). Nothing is sent; a retransmission opens a new one."""
+        self._terminate(txn)
+
     def _terminate(self, txn: ClientTransaction | ServerTransaction) -> None:
         for slot in (_RETRANSMIT, _TIMEOUT, _END):
             self._disarm(txn, slot)
