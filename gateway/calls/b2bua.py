@@ -23,17 +23,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.calls.authretry import authorized_retry
 from gateway.calls.trunks import TrunkState, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
 from gateway.sip.auth import (
-    AuthError,
     AuthResult,
     Credentials,
     DigestClient,
     DigestServer,
     FailureTracker,
-    choose_challenge,
 )
 from gateway.sip.errors import SipParseError
 from gateway.sip.ids import random_hex
@@ -656,36 +655,19 @@ class B2BUA:
         name = owner.trunk.name if owner.trunk is not None else (
             owner.leg.trunk if owner.leg is not None else None)
         client = self.auth_clients.get(name) if name else None
-        if client is None or owner.auth >= 2:
-            return False
-        header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
-        challenge = choose_challenge(resp.values(header))
-        if challenge is None:
-            log.info("%s: unusable %d challenge from trunk %s", txn.request.method,
-                     resp.status, name)
-            return False
-        if owner.auth == 1 and not challenge.stale:
-            log.warning("trunk %s refused its credentials (%d to %s)", name, resp.status,
-                        txn.request.method)
+        if client is None:
             return False
         req = txn.request
-        try:
-            value = client.authorization(challenge, req.method, req.uri_text, req.body)
-        except AuthError as err:
-            log.warning("trunk %s: cannot answer the challenge: %s", name, err)
-            return False
         if owner.leg is not None:
-            owner.leg.local_cseq = max(owner.leg.local_cseq, req.cseq.seq) + 1
-            seq = owner.leg.local_cseq
+            seq = max(owner.leg.local_cseq, req.cseq.seq) + 1
         else:
             seq = req.cseq.seq + 1
-        via = req.top_via
-        retry = (
-            req.with_header("via", str(via.with_param("branch", self.stack.new_branch())))
-            .with_header("cseq", f"{seq} {req.method}")
-            .with_header("authorization" if resp.status == 401 else "proxy-authorization",
-                         value)
-        )
+        retry = authorized_retry(req, resp, client, seq=seq, branch=self.stack.new_branch(),
+                                 tries=owner.auth, who=f"trunk {name}")
+        if retry is None:
+            return False
+        if owner.leg is not None:
+            owner.leg.local_cseq = seq
         new_txn = self.layer.send_request(retry, txn.target, self.stack.reactor.seconds())
         owner.auth += 1
         new_txn.owner = owner
