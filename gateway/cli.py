@@ -179,10 +179,14 @@ def _trunks(args: argparse.Namespace) -> int:
     for trunk in doc["trunks"]:
         probe = "probed" if trunk["probing"] else "not probed"
         last = trunk["last_status"] if trunk["last_status"] is not None else "-"
+        reg = trunk.get("registration")
+        registered = "" if not reg else (
+            f"  registration {reg['state']} ({reg['last_status'] or '-'})"
+        )
         print(
             f"{trunk['name']:<16} {trunk['state']:<5} {probe:<10} last OPTIONS {last!s:<4} "
             f"calls {trunk['active_calls']} (max {trunk['max_calls'] or '-'}), "
-            f"refused {trunk['refused']}  {trunk['uri']}"
+            f"refused {trunk['refused']}  {trunk['uri']}{registered}"
         )
     return 0
 

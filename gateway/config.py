@@ -241,6 +241,7 @@ class Trunk:
     srtp: SrtpMode = "off"
     max_calls: int = 0  # concurrent calls to and from this trunk; 0 = no limit
     max_cps: float = 0.0  # new calls per second to and from this trunk; 0 = no limit
+    register_expires: int = 600  # seconds asked for in REGISTER (register = true)
 
     def accepts(self, ip: IPAddress, port: int) -> bool:
         """Whether a request from ip:port is accepted as coming from this trunk."""
@@ -665,6 +666,9 @@ def _read_trunk(r: TomlReader) -> Trunk | None:
         srtp=r.choice("srtp", _SRTP_MODES, _TRUNK_DEFAULTS["srtp"]),
         max_calls=r.integer("max_calls", _TRUNK_DEFAULTS["max_calls"], minimum=0),
         max_cps=r.number("max_cps", _TRUNK_DEFAULTS["max_cps"]),
+        register_expires=r.integer(
+            "register_expires", _TRUNK_DEFAULTS["register_expires"], minimum=1
+        ),
     )
 
     if trunk.register and not trunk.username:

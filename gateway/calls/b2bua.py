@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.calls.authretry import authorized_retry
+from gateway.calls.registration import Registrations
 from gateway.calls.trunks import TrunkState, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
@@ -280,6 +281,11 @@ class B2BUA:
             t.name: TrunkState(t, now) for t in config.trunks
         }
         self.status_path = config.storage.cdr.parent / "trunks.json"
+        self.registrations = Registrations(self, self.write_status)
+        # the carrier calls a registered trunk at sip:USERNAME@gateway: the number is in To
+        self.registered_users = frozenset(
+            t.username for t in config.trunks if t.register and t.username
+        )
         self.draining = False
         self.stats = CallStats()
         self.on_idle: Callable[[], None] | None = None
@@ -372,7 +378,7 @@ class B2BUA:
     def _called_number(self, req: Request) -> str:
         uri = req.uri
         user = uri.user if uri.is_sip else None
-        if user is None:
+        if user is None or user in self.registered_users:
             if uri.scheme == "tel":
                 user = uri.raw[4:]
             else:
@@ -642,6 +648,8 @@ class B2BUA:
         elif owner.purpose == "probe":
             if resp.status >= 200 and owner.trunk is not None:
                 self._probe_done(owner.trunk, owner.seq, resp.status)
+        elif owner.purpose == "register" and owner.trunk is not None:
+            self.registrations.on_response(owner.trunk, txn, resp)
 
     def _retry_with_auth(self, txn: ClientTransaction, resp: Response, owner: Pending) -> bool:
         """Answer a trunk's 401/407 with its credentials (RFC 3261 section 22.2).
@@ -660,6 +668,9 @@ class B2BUA:
         req = txn.request
         if owner.leg is not None:
             seq = max(owner.leg.local_cseq, req.cseq.seq) + 1
+        elif owner.purpose == "register" and owner.trunk is not None:
+            registration = self.registrations.by_trunk[owner.trunk.name]
+            registration.cseq = seq = max(registration.cseq, req.cseq.seq) + 1
         else:
             seq = req.cseq.seq + 1
         retry = authorized_retry(req, resp, client, seq=seq, branch=self.stack.new_branch(),
@@ -770,6 +781,9 @@ class B2BUA:
         owner = txn.owner
         if isinstance(owner, Pending) and owner.purpose == "probe" and owner.trunk is not None:
             self._probe_done(owner.trunk, owner.seq, None)
+            return
+        if isinstance(owner, Pending) and owner.purpose == "register" and owner.trunk is not None:
+            self.registrations.on_failure(owner.trunk)
             return
         if not isinstance(owner, Pending) or owner.call is None:
             return

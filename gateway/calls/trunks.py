@@ -20,6 +20,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from gateway.config import Trunk
 
@@ -36,6 +37,7 @@ class TrunkState:
         "oks",
         "probe_seq",
         "refused",
+        "registration",
         "stamp",
         "tokens",
         "trunk",
@@ -55,6 +57,7 @@ class TrunkState:
         self.last_status: int | None = None
         self.last_change = now
         self.refused = 0
+        self.registration: Any = None  # gateway.calls.registration.Registration
 
     @property
     def name(self) -> str:
@@ -120,6 +123,12 @@ class TrunkState:
             "last_probe": self.last_probe,
             "last_status": self.last_status,
             "since": self.last_change,
+            "registration": None if self.registration is None else {
+                "state": self.registration.state,
+                "last_status": self.registration.last_status,
+                "expires": self.registration.expires,
+                "registered_until": self.registration.registered_until,
+            },
         }
 
 
