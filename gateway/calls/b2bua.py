@@ -1069,7 +1069,32 @@ class B2BUA:
             self.write_status()
 
     def write_status(self) -> None:
-        write_status(self.status_path, self.trunk_states.values(), self.stack.reactor.seconds())
+        counters = self.stack.counters
+        live = {
+            "calls": len(self.calls),
+            "dialogs": len(self.dialogs),
+            "client_transactions": self.layer.client_count,
+            "server_transactions": self.layer.server_count,
+            "calls_started": self.stats.started,
+            "calls_answered": self.stats.answered,
+            "calls_failed": self.stats.failed,
+            "calls_rejected": self.stats.rejected,
+            "parse_errors": counters.parse_errors,
+            "dropped": counters.dropped,
+            "handler_errors": counters.handler_errors,
+            "rss_bytes": _rss_bytes(),
+        }
+        write_status(self.status_path, self.trunk_states.values(), self.stack.reactor.seconds(),
+                     live)
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc), or 0 where unavailable."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def make_options(stack: SipStack, target: Target, domain: str, user_agent: str) -> Request:

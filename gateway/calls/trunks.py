@@ -132,9 +132,17 @@ class TrunkState:
         }
 
 
-def write_status(path: Path, states: Iterable[TrunkState], now: float) -> None:
-    """Write the trunks' state as JSON, atomically (read by ``acs-gateway trunks``)."""
-    doc = {"time": now, "trunks": [s.snapshot() for s in states]}
+def write_status(
+    path: Path,
+    states: Iterable[TrunkState],
+    now: float,
+    gateway: dict[str, object] | None = None,
+) -> None:
+    """Write the trunks' state (and the gateway's live counters) as JSON, atomically.
+
+    Read by ``acs-gateway trunks`` and by benchmarks watching for growth.
+    """
+    doc = {"time": now, "trunks": [s.snapshot() for s in states], "gateway": gateway or {}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".trunks.")
