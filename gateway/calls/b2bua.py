@@ -1070,7 +1070,7 @@ class B2BUA:
 
     def write_status(self) -> None:
         counters = self.stack.counters
-        live = {
+        live: dict[str, object] = {
             "calls": len(self.calls),
             "dialogs": len(self.dialogs),
             "client_transactions": self.layer.client_count,
