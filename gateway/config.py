@@ -20,6 +20,8 @@ The keys beyond DESIGN.md's example, all optional:
   auth_algorithms (digest algorithms offered when challenging, ["SHA-256", "MD5"]),
   auth_fail_limit / auth_fail_window / auth_block (5 failed authentications from one address
   within 60 s make the gateway ignore it for 300 s),
+  session_expires (RFC 4028 session interval asked on outbound legs, 1800 s, 0 = off), min_se
+  (smallest interval accepted, 90 s),
   max_message_size (bytes, 65535), no_answer_timeout (seconds an outbound INVITE
   may ring, 120), users (name = "password" of registering SIP users, empty).
 - [media] max_mixed (8) and conference_mode ("mcu" | "sfu").
@@ -143,6 +145,8 @@ class SipConfig:
     tcp_max_buffer: int = 65536
     udp_buffer: int = 4194304  # SO_RCVBUF/SO_SNDBUF asked for on SIP UDP sockets
     auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # offered in challenges, in order
+    session_expires: int = 1800  # RFC 4028 session interval asked on outbound legs; 0 = off
+    min_se: int = 90  # the smallest session interval accepted (RFC 4028 says >= 90)
     auth_fail_limit: int = 5  # failed authentications from one address within the window...
     auth_fail_window: float = 60.0
     auth_block: float = 300.0  # ...make the gateway ignore that address for this long
@@ -446,6 +450,10 @@ def _read_sip(r: TomlReader) -> SipConfig:
     if r.has("auth_algorithms") and not auth_algorithms:
         r.problem(r.key("auth_algorithms"), "must name at least one algorithm")
     auth_fail_limit = r.integer("auth_fail_limit", d.auth_fail_limit, minimum=1)
+    session_expires = r.integer("session_expires", d.session_expires, minimum=0)
+    min_se = r.integer("min_se", d.min_se, minimum=1)
+    if session_expires and session_expires < min_se:
+        r.problem(r.key("session_expires"), f"must be 0 (off) or at least sip.min_se ({min_se})")
     auth_fail_window = r.number("auth_fail_window", d.auth_fail_window, positive=True)
     auth_block = r.number("auth_block", d.auth_block)
     users = r.string_table("users", name_pattern=_SIP_USER)
@@ -463,6 +471,8 @@ def _read_sip(r: TomlReader) -> SipConfig:
         udp_buffer=udp_buffer,
         auth_algorithms=tuple(auth_algorithms) or d.auth_algorithms,
         auth_fail_limit=auth_fail_limit,
+        session_expires=session_expires,
+        min_se=min_se,
         auth_fail_window=auth_fail_window,
         auth_block=auth_block,
         max_message_size=max_message_size,

@@ -25,6 +25,13 @@ from typing import Any
 
 from gateway.calls.authretry import authorized_retry
 from gateway.calls.registration import Registrations
+from gateway.calls.sessiontimer import (
+    SessionTimer,
+    has_option,
+    origin_line,
+    parse_min_se,
+    parse_session_expires,
+)
 from gateway.calls.trunks import TrunkState, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
@@ -114,14 +121,18 @@ class Leg:
         "invite_in",
         "invite_out",
         "local_cseq",
+        "local_sdp",
         "local_tag",
         "local_uri",
         "name",
+        "peer_update",
         "remote_cseq",
+        "remote_sdp",
         "remote_tag",
         "remote_target",
         "remote_uri",
         "route_set",
+        "session",
         "target",
         "trunk",
     )
@@ -151,6 +162,10 @@ class Leg:
         self.trunk = trunk
         self.confirmed = False
         self.cdr_id = name  # the leg's id in cdr_legs ("a", then "b1", "b2"... per attempt)
+        self.local_sdp = b""  # the last SDP the gateway sent on this leg
+        self.remote_sdp = b""  # the last SDP the peer sent
+        self.peer_update = False  # the peer allows UPDATE (session refreshes without SDP)
+        self.session: SessionTimer | None = None  # RFC 4028, per leg
         self.invite_in: ServerTransaction | None = None  # re-INVITE from the peer, unanswered
         self.invite_out: ClientTransaction | None = None  # re-INVITE to the peer, unanswered
 
@@ -412,6 +427,17 @@ class B2BUA:
             trunk = self._authenticate(txn, seconds)
             if trunk is None:
                 return  # answered (401/403) or ignored (a blocked address)
+        session_expires = req.get("session-expires")
+        if session_expires is not None:
+            try:
+                interval, _ = parse_session_expires(session_expires)
+            except SipParseError:
+                self._reject(txn, 400)
+                return
+            if interval < self.config.sip.min_se:
+                # too short: tell the caller our floor (RFC 4028 section 9)
+                self._reject(txn, 422, (("Min-SE", str(self.config.sip.min_se)),))
+                return
         trunk_in = self.trunk_states[trunk.name]
         if not trunk_in.admit(seconds):
             log.info("INVITE from trunk %s over its limits: 503", trunk.name)
@@ -448,6 +474,8 @@ class B2BUA:
         contacts = req.contacts
         a.remote_target = str(contacts[0].uri) if contacts else req.uri_text
         a.route_set = req.get_all("record-route")
+        a.remote_sdp = req.body
+        a.peer_update = has_option(req.values("allow"), "update")
         call.a = a
         call.a_txn = txn
         txn.owner = call
@@ -625,8 +653,14 @@ class B2BUA:
             ("allow", ALLOW_HEADER, None),
             ("user-agent", self.user_agent, None),
         ]
+        sip = self.config.sip
+        if sip.session_expires:
+            fields.append(("supported", "timer", None))
+            fields.append(("session-expires", str(sip.session_expires), None))
+            fields.append(("min-se", str(sip.min_se), None))
         fields.extend(f for f in a_req.fields if f[0] not in OWNED)
         invite = Request("INVITE", b.remote_target, fields, a_req.body)
+        b.local_sdp = a_req.body
         now = self.stack.reactor.seconds()
         txn = self.layer.send_request(invite, target, now)
         txn.owner = Pending("invite", call, b)
@@ -650,6 +684,8 @@ class B2BUA:
                 self._probe_done(owner.trunk, owner.seq, resp.status)
         elif owner.purpose == "register" and owner.trunk is not None:
             self.registrations.on_response(owner.trunk, txn, resp)
+        elif owner.purpose == "refresh" and owner.leg is not None:
+            self._refresh_answered(owner.leg, txn, resp)
 
     def _retry_with_auth(self, txn: ClientTransaction, resp: Response, owner: Pending) -> bool:
         """Answer a trunk's 401/407 with its credentials (RFC 3261 section 22.2).
@@ -702,6 +738,9 @@ class B2BUA:
             b.remote_tag = resp.to_tag or b.remote_tag
             self._relay_to_a(call, resp)
             return
+        if status == 422 and not (call.cancelled or call.a_answered) and owner.auth < 2:
+            if self._retry_session_interval(owner, txn, resp):
+                return
         if status >= 300:
             if call.b_txn is txn:
                 call.b_txn = None
@@ -727,6 +766,9 @@ class B2BUA:
         b.remote_target = str(contacts[0].uri) if contacts else b.remote_target
         b.route_set = list(reversed(resp.get_all("record-route")))
         b.confirmed = True
+        if resp.body:
+            b.remote_sdp = resp.body
+        b.peer_update = has_option(resp.values("allow"), "update")
         late_offer = not txn.request.body and bool(resp.body)
         if late_offer and not (call.cancelled or call.ended or call.a_answered):
             call.deferred_ack = Deferred(txn, b)
@@ -742,6 +784,7 @@ class B2BUA:
         call.a_answered = True
         call.a.confirmed = True
         self.stats.answered += 1
+        self._start_b_session(b, resp)
         if self.cdr is not None:
             now = self.stack.reactor.seconds()
             self.cdr.leg_answered(call.id, b.cdr_id, now)
@@ -757,6 +800,15 @@ class B2BUA:
         headers.extend(("Record-Route", rr) for rr in call.invite.get_all("record-route"))
         if resp.status >= 200:
             headers.append(("Allow", ALLOW_HEADER))
+            session = self._a_session(call)
+            if session is not None:
+                a.session = session
+                headers.append(("Session-Expires", session.header()))
+                if session.refresher == "uac":
+                    headers.append(("Require", "timer"))
+                self._arm_session(a)
+            if resp.body:
+                a.local_sdp = resp.body
         out = make_response(call.invite, resp.status, resp.reason, to_tag=a.local_tag,
                             headers=headers)
         extra = [f for f in resp.fields if f[0] not in OWNED]
@@ -811,6 +863,8 @@ class B2BUA:
             self._respond(owner.server_txn, status, reason, to_tag=self._our_tag(owner))
         elif owner.purpose == "bye":
             self._end(call, "bye timeout")
+        elif owner.purpose == "refresh" and owner.leg is not None:
+            self._session_failed(owner.leg, f"refresh {status}")
 
     def _our_tag(self, owner: Pending) -> str | None:
         srv = owner.server_txn
@@ -890,6 +944,10 @@ class B2BUA:
         if other is None or not other.confirmed or call.ended:
             self._respond(txn, 481, to_tag=to_tag)
             return
+        if leg.session is not None and req.method in ("INVITE", "UPDATE"):
+            self._arm_session(leg)  # any re-INVITE or UPDATE from the peer refreshes
+            if self._answer_refresh(txn, leg):
+                return
         if req.method == "INVITE":
             if leg.invite_out is not None:
                 # glare: our own re-INVITE toward this peer is pending (RFC 3261 14.1)
@@ -922,6 +980,12 @@ class B2BUA:
             deferred.leg, "ACK", cseq=deferred.txn.request.cseq.seq, extra=extra,
             body=request.body,
         )
+        if request.body:
+            deferred.leg.local_sdp = request.body
+            call = deferred.leg.call
+            origin = call.a if deferred.leg is call.b else call.b
+            if origin is not None:
+                origin.remote_sdp = request.body
         self.layer.send_ack_2xx(deferred.txn, ack)
 
     def _relay_request(self, txn: ServerTransaction, leg: Leg, other: Leg) -> None:
@@ -930,6 +994,9 @@ class B2BUA:
         out = self._in_dialog_request(other, req.method, extra=extra, body=req.body)
         client = self.layer.send_request(out, other.target, self.stack.reactor.seconds())
         client.owner = Pending("relay", leg.call, other, txn)
+        if req.body and req.method in ("INVITE", "UPDATE", "PRACK", "ACK"):
+            leg.remote_sdp = req.body
+            other.local_sdp = req.body
         if req.method == "INVITE":
             leg.invite_in = txn
             other.invite_out = client
@@ -950,6 +1017,11 @@ class B2BUA:
             else:
                 ack = self._in_dialog_request(owner.leg, "ACK", cseq=txn.request.cseq.seq)
                 self.layer.send_ack_2xx(txn, ack)
+        if 200 <= resp.status < 300 and resp.body and owner.leg is not None and call is not None:
+            owner.leg.remote_sdp = resp.body
+            origin = call.a if owner.leg is call.b else call.b
+            if origin is not None:
+                origin.local_sdp = resp.body
         out = make_response(srv.request, resp.status, resp.reason, to_tag=srv.request.to_tag)
         extra = [f for f in resp.fields if f[0] not in OWNED or f[0] in ("require", "supported")]
         if txn.is_invite and resp.status < 300 and owner.call is not None:
@@ -1008,6 +1080,10 @@ class B2BUA:
         self.dialogs.pop(call.a.key, None)
         if call.b is not None:
             self.dialogs.pop(call.b.key, None)
+        for leg in (call.a, call.b):
+            if leg is not None and leg.session is not None:
+                _cancel_timer(leg.session.timer)
+                leg.session = None
         if call.trunk_in is not None:
             call.trunk_in.release()
             call.trunk_in = None
@@ -1028,6 +1104,181 @@ class B2BUA:
                            call.reason or why)
         if not self.calls and self.on_idle is not None:
             self.on_idle()
+
+    # ------------------------------------------------------------------
+    # session timers (RFC 4028), one per leg
+    # ------------------------------------------------------------------
+    def _a_session(self, call: Call) -> SessionTimer | None:
+        """The caller's leg timer, from its INVITE's Session-Expires (section 9)."""
+        value = call.invite.get("session-expires")
+        if value is None:
+            return None
+        interval, refresher = parse_session_expires(value)  # validated at INVITE
+        if refresher is None:
+            supported = has_option(call.invite.values("supported"), "timer")
+            refresher = "uac" if supported else "uas"
+        return SessionTimer(interval, refresher == "uas", refresher)
+
+    def _start_b_session(self, b: Leg, resp: Response) -> None:
+        """The callee's leg timer, from its 2xx's Session-Expires (section 7.2)."""
+        value = resp.get("session-expires")
+        if value is None or not self.config.sip.session_expires:
+            return
+        try:
+            interval, refresher = parse_session_expires(value)
+        except SipParseError:
+            return
+        refresher = refresher or "uac"
+        b.session = SessionTimer(interval, refresher == "uac", refresher)
+        self._arm_session(b)
+
+    def _retry_session_interval(
+        self, owner: Pending, txn: ClientTransaction, resp: Response
+    ) -> bool:
+        """422 Session Interval Too Small: ask again with the callee's Min-SE (section 7.3)."""
+        try:
+            floor = parse_min_se(resp.get("min-se"))
+        except SipParseError:
+            return False
+        if floor is None or owner.leg is None:
+            return False
+        req = txn.request
+        leg = owner.leg
+        leg.local_cseq = max(leg.local_cseq, req.cseq.seq) + 1
+        via = req.top_via
+        retry = (
+            req.with_header("via", str(via.with_param("branch", self.stack.new_branch())))
+            .with_header("cseq", f"{leg.local_cseq} INVITE")
+            .with_header("session-expires", str(max(floor, self.config.sip.session_expires)))
+            .with_header("min-se", str(floor))
+        )
+        new_txn = self.layer.send_request(retry, txn.target, self.stack.reactor.seconds())
+        owner.auth += 1
+        new_txn.owner = owner
+        if owner.call is not None and owner.call.b_txn is txn:
+            owner.call.b_txn = new_txn
+        return True
+
+    def _arm_session(self, leg: Leg) -> None:
+        session = leg.session
+        if session is None:
+            return
+        _cancel_timer(session.timer)
+        if session.we_refresh:
+            session.timer = self.call_later(session.refresh_after, self._refresh, leg)
+        else:
+            session.timer = self.call_later(session.expire_after, self._session_expired, leg)
+
+    def _refresh(self, leg: Leg) -> None:
+        """Refresh the session on ``leg``: UPDATE if the peer allows it, else re-INVITE."""
+        session = leg.session
+        call = leg.call
+        if session is None or call.ended:
+            return
+        session.timer = None
+        if leg.invite_out is not None or leg.invite_in is not None:
+            session.timer = self.call_later(2.0, self._refresh, leg)  # a re-INVITE is pending
+            return
+        we_are_uac = leg is call.b
+        refresher = "uac" if we_are_uac else "uas"
+        extra: list[HeaderField] = [
+            ("session-expires", f"{session.interval};refresher={refresher}", None),
+            ("supported", "timer", None),
+        ]
+        if leg.peer_update:
+            req = self._in_dialog_request(leg, "UPDATE", extra=extra)
+        else:
+            extra.append(("content-type", "application/sdp", None))
+            req = self._in_dialog_request(leg, "INVITE", extra=extra, body=leg.local_sdp)
+        txn = self.layer.send_request(req, leg.target, self.stack.reactor.seconds())
+        txn.owner = Pending("refresh", call, leg)
+        if req.method == "INVITE":
+            leg.invite_out = txn
+        self.stack.flush()
+
+    def _refresh_answered(self, leg: Leg, txn: ClientTransaction, resp: Response) -> None:
+        if resp.status < 200:
+            return
+        if txn.is_invite:
+            leg.invite_out = None
+            if resp.status < 300:
+                ack = self._in_dialog_request(leg, "ACK", cseq=txn.request.cseq.seq)
+                self.layer.send_ack_2xx(txn, ack)
+        session = leg.session
+        if session is None or leg.call.ended:
+            return
+        if resp.status < 300:
+            value = resp.get("session-expires")
+            if value is not None:
+                try:
+                    session.interval, _ = parse_session_expires(value)
+                except SipParseError:
+                    pass
+            self._arm_session(leg)
+        elif resp.status in (491, 500, 503):
+            session.timer = self.call_later(2.0 + int(random_hex(1), 16) / 128, self._refresh,
+                                            leg)
+        else:
+            self._session_failed(leg, f"refresh {resp.status}")
+
+    def _answer_refresh(self, txn: ServerTransaction, leg: Leg) -> bool:
+        """Answer a peer's session refresh here, without bothering the other leg.
+
+        A refresh is an UPDATE without SDP, or a re-INVITE whose SDP is unchanged (same
+        o= line, RFC 3264 section 8); anything else is a real change and is relayed.
+        """
+        req = txn.request
+        session = leg.session
+        if session is None:
+            return False
+        if req.method == "UPDATE" and req.body:
+            return False
+        if req.method == "INVITE":
+            if req.body and origin_line(req.body) != origin_line(leg.remote_sdp):
+                return False
+            if leg.invite_out is not None or leg.invite_in is not None:
+                return False  # let the glare rules answer
+        value = req.get("session-expires")
+        if value is not None:
+            try:
+                interval, _ = parse_session_expires(value)
+            except SipParseError:
+                interval = session.interval
+            if interval < self.config.sip.min_se:
+                self._respond(txn, 422, headers=(("Min-SE", str(self.config.sip.min_se)),),
+                              to_tag=req.to_tag)
+                return True
+            session.interval = interval
+        _, contact = self._local(leg.target.transport)
+        headers = [("Session-Expires", session.header()), ("Contact", contact)]
+        if session.refresher == ("uac" if leg is leg.call.a else "uas"):
+            headers.append(("Require", "timer"))
+        body = b""
+        if req.method == "INVITE":
+            body = leg.local_sdp
+            headers.append(("Content-Type", "application/sdp"))
+        resp = make_response(req, 200, to_tag=req.to_tag, headers=headers, body=body)
+        self.layer.send_response(txn, resp, self.stack.reactor.seconds())
+        self._arm_session(leg)
+        return True
+
+    def _session_expired(self, leg: Leg) -> None:
+        if leg.session is not None:
+            leg.session.timer = None
+        self._session_failed(leg, "session timer expired")
+
+    def _session_failed(self, leg: Leg, why: str) -> None:
+        """The session on ``leg`` is over: BYE both legs (RFC 4028 section 10)."""
+        call = leg.call
+        if call.ended:
+            return
+        log.info("call %s: %s on leg %s, ending the call", call.id, why, leg.name)
+        self._released(call, 200, "gateway", why)
+        for each in (call.a, call.b):
+            if each is not None and each.confirmed:
+                self._bye(each)
+        self._detach(call)
+        self.stack.flush()
 
     # ------------------------------------------------------------------
     # trunk probing (OPTIONS) and status
@@ -1086,6 +1337,11 @@ class B2BUA:
         }
         write_status(self.status_path, self.trunk_states.values(), self.stack.reactor.seconds(),
                      live)
+
+
+def _cancel_timer(timer: Any) -> None:
+    if timer is not None and timer.active():
+        timer.cancel()
 
 
 def _rss_bytes() -> int:
