@@ -32,6 +32,7 @@ from gateway.calls.sessiontimer import (
     parse_min_se,
     parse_session_expires,
 )
+from gateway.calls.transfer import Transfer, Transfers
 from gateway.calls.trunks import TrunkState, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
@@ -192,6 +193,8 @@ class Call:
         "reason",
         "release_side",
         "status",
+        "transfer",
+        "transfer_info",
         "trunk_in",
         "trunk_out",
         "trunks",
@@ -217,6 +220,8 @@ class Call:
         # late offer (INVITE without SDP): the callee's 2xx carries the offer, so the ACK
         # toward it waits for the caller's ACK, which carries the answer (RFC 3261 13.2.1)
         self.deferred_ack: Deferred | None = None
+        self.transfer: Transfer | None = None  # a REFER being carried out
+        self.transfer_info: str | None = None  # for the CDR
         self.trunk_in: TrunkState | None = None  # counted against its limits until the end
         self.trunk_out: TrunkState | None = None
 
@@ -297,6 +302,8 @@ class B2BUA:
         }
         self.status_path = config.storage.cdr.parent / "trunks.json"
         self.registrations = Registrations(self, self.write_status)
+        self.transfers = Transfers(self)
+        self.allow_header = ALLOW_HEADER
         # the carrier calls a registered trunk at sip:USERNAME@gateway: the number is in To
         self.registered_users = frozenset(
             t.username for t in config.trunks if t.register and t.username
@@ -686,6 +693,12 @@ class B2BUA:
             self.registrations.on_response(owner.trunk, txn, resp)
         elif owner.purpose == "refresh" and owner.leg is not None:
             self._refresh_answered(owner.leg, txn, resp)
+        elif owner.purpose == "transfer" and owner.call is not None and owner.leg is not None:
+            self.transfers.on_response(owner.call, owner.leg, txn, resp, retransmission)
+        elif owner.purpose == "reoffer" and owner.leg is not None:
+            self.transfers.on_reoffer_answer(owner.leg, txn, resp)
+        elif owner.purpose == "release" and owner.leg is not None and resp.status >= 200:
+            self.dialogs.pop(owner.leg.key, None)  # the transferor is gone
 
     def _retry_with_auth(self, txn: ClientTransaction, resp: Response, owner: Pending) -> bool:
         """Answer a trunk's 401/407 with its credentials (RFC 3261 section 22.2).
@@ -865,6 +878,12 @@ class B2BUA:
             self._end(call, "bye timeout")
         elif owner.purpose == "refresh" and owner.leg is not None:
             self._session_failed(owner.leg, f"refresh {status}")
+        elif owner.purpose == "transfer" and owner.leg is not None:
+            self.transfers.on_failure(call, owner.leg, status, reason)
+        elif owner.purpose == "release" and owner.leg is not None:
+            self.dialogs.pop(owner.leg.key, None)
+        elif owner.purpose == "reoffer" and owner.leg is not None:
+            owner.leg.invite_out = None
 
     def _our_tag(self, owner: Pending) -> str | None:
         srv = owner.server_txn
@@ -943,6 +962,9 @@ class B2BUA:
             return
         if other is None or not other.confirmed or call.ended:
             self._respond(txn, 481, to_tag=to_tag)
+            return
+        if req.method == "REFER":
+            self.transfers.on_refer(txn, leg, other)
             return
         if leg.session is not None and req.method in ("INVITE", "UPDATE"):
             self._arm_session(leg)  # any re-INVITE or UPDATE from the peer refreshes
@@ -1080,6 +1102,7 @@ class B2BUA:
         self.dialogs.pop(call.a.key, None)
         if call.b is not None:
             self.dialogs.pop(call.b.key, None)
+        self.transfers.call_ended(call)
         for leg in (call.a, call.b):
             if leg is not None and leg.session is not None:
                 _cancel_timer(leg.session.timer)
@@ -1096,12 +1119,12 @@ class B2BUA:
         if cdr is not None:
             now = self.stack.reactor.seconds()
             status = call.status if call.status is not None else (200 if call.a.confirmed else 0)
-            cdr.leg_ended(call.id, "a", now, status)
+            cdr.leg_ended(call.id, call.a.cdr_id, now, status)
             b = call.b
             if b is not None and b.confirmed:
                 cdr.leg_ended(call.id, b.cdr_id, now, 200)
             cdr.call_ended(call.id, now, status, call.release_side or "gateway",
-                           call.reason or why)
+                           call.reason or why, call.transfer_info)
         if not self.calls and self.on_idle is not None:
             self.on_idle()
 
