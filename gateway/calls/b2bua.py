@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.calls.authretry import authorized_retry
@@ -75,10 +75,11 @@ from gateway.store.cdr import CdrStore
 log = logging.getLogger("gateway.calls")
 
 ALLOWED = frozenset(
-    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "MESSAGE", "NOTIFY", "REFER"}
+    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "MESSAGE", "NOTIFY", "REFER",
+     "PRACK"}
 )
-ALLOW_HEADER = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, MESSAGE, NOTIFY, REFER"
-SUPPORTED: frozenset[str] = frozenset()
+ALLOW_HEADER = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, INFO, UPDATE, MESSAGE, NOTIFY, REFER"
+SUPPORTED: frozenset[str] = frozenset({"100rel", "timer"})
 
 # Headers the B2BUA writes itself on each leg; every other header is copied.
 OWNED = frozenset(
@@ -133,6 +134,7 @@ class Leg:
         "remote_target",
         "remote_uri",
         "route_set",
+        "rseq_seen",
         "session",
         "target",
         "trunk",
@@ -166,6 +168,7 @@ class Leg:
         self.local_sdp = b""  # the last SDP the gateway sent on this leg
         self.remote_sdp = b""  # the last SDP the peer sent
         self.peer_update = False  # the peer allows UPDATE (session refreshes without SDP)
+        self.rseq_seen = 0  # the last RSeq of the peer's reliable provisionals we PRACKed
         self.session: SessionTimer | None = None  # RFC 4028, per leg
         self.invite_in: ServerTransaction | None = None  # re-INVITE from the peer, unanswered
         self.invite_out: ClientTransaction | None = None  # re-INVITE to the peer, unanswered
@@ -192,6 +195,7 @@ class Call:
         "number",
         "reason",
         "release_side",
+        "reliable",
         "status",
         "transfer",
         "transfer_info",
@@ -220,10 +224,24 @@ class Call:
         # late offer (INVITE without SDP): the callee's 2xx carries the offer, so the ACK
         # toward it waits for the caller's ACK, which carries the answer (RFC 3261 13.2.1)
         self.deferred_ack: Deferred | None = None
+        self.reliable: Reliable | None = None  # 100rel toward the caller (RFC 3262)
         self.transfer: Transfer | None = None  # a REFER being carried out
         self.transfer_info: str | None = None  # for the CDR
         self.trunk_in: TrunkState | None = None  # counted against its limits until the end
         self.trunk_out: TrunkState | None = None
+
+
+@dataclass(slots=True)
+class Reliable:
+    """Reliable provisionals toward the caller (RFC 3262 section 3): one unacknowledged at
+    a time, retransmitted with T1 doubling until its PRACK, later ones queued."""
+
+    rseq: int
+    pending: Response | None = None
+    interval: float = 0.0
+    elapsed: float = 0.0
+    timer: Any = None
+    queue: list[Response] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -483,6 +501,8 @@ class B2BUA:
         a.route_set = req.get_all("record-route")
         a.remote_sdp = req.body
         a.peer_update = has_option(req.values("allow"), "update")
+        if has_option(req.values("supported") + req.values("require"), "100rel"):
+            call.reliable = Reliable(int(random_hex(3), 16) % 1000000 + 1)
         call.a = a
         call.a_txn = txn
         txn.owner = call
@@ -661,8 +681,8 @@ class B2BUA:
             ("user-agent", self.user_agent, None),
         ]
         sip = self.config.sip
+        fields.append(("supported", "100rel, timer" if sip.session_expires else "100rel", None))
         if sip.session_expires:
-            fields.append(("supported", "timer", None))
             fields.append(("session-expires", str(sip.session_expires), None))
             fields.append(("min-se", str(sip.min_se), None))
         fields.extend(f for f in a_req.fields if f[0] not in OWNED)
@@ -749,6 +769,13 @@ class B2BUA:
             if status == 100 or call.a_answered or call.cancelled:
                 return
             b.remote_tag = resp.to_tag or b.remote_tag
+            contacts = resp.contacts
+            if contacts:
+                b.remote_target = str(contacts[0].uri)
+                b.route_set = list(reversed(resp.get_all("record-route")))
+            if has_option(resp.values("require"), "100rel"):
+                if not self._prack(b, txn, resp):
+                    return  # a retransmission: PRACKed and relayed already
             self._relay_to_a(call, resp)
             return
         if status == 422 and not (call.cancelled or call.a_answered) and owner.auth < 2:
@@ -826,6 +853,12 @@ class B2BUA:
                             headers=headers)
         extra = [f for f in resp.fields if f[0] not in OWNED]
         out = Response(out.status, out.reason, [*out.fields, *extra], resp.body)
+        reliable = call.reliable
+        if reliable is not None:
+            if resp.status < 200:
+                self._send_reliable(call, reliable, out)
+                return
+            self._stop_reliable(reliable)  # the final answer ends them (RFC 3262 section 3)
         self.layer.send_response(call.a_txn, out, self.stack.reactor.seconds())
 
     def _fail(
@@ -960,7 +993,11 @@ class B2BUA:
             else:
                 self._end(call, "bye")
             return
-        if other is None or not other.confirmed or call.ended:
+        if req.method == "PRACK":
+            self._on_prack(txn, call, leg)
+            return
+        early = req.method in ("UPDATE", "INFO") and other is not None and bool(other.remote_tag)
+        if other is None or not (other.confirmed or early) or call.ended:
             self._respond(txn, 481, to_tag=to_tag)
             return
         if req.method == "REFER":
@@ -1103,6 +1140,8 @@ class B2BUA:
         if call.b is not None:
             self.dialogs.pop(call.b.key, None)
         self.transfers.call_ended(call)
+        if call.reliable is not None:
+            self._stop_reliable(call.reliable)
         for leg in (call.a, call.b):
             if leg is not None and leg.session is not None:
                 _cancel_timer(leg.session.timer)
@@ -1127,6 +1166,84 @@ class B2BUA:
                            call.reason or why, call.transfer_info)
         if not self.calls and self.on_idle is not None:
             self.on_idle()
+
+    # ------------------------------------------------------------------
+    # reliable provisional responses (RFC 3262), one leg at a time
+    # ------------------------------------------------------------------
+    def _prack(self, leg: Leg, txn: ClientTransaction, resp: Response) -> bool:
+        """PRACK a trunk's reliable provisional; False for a retransmission (section 4)."""
+        value = resp.get("rseq")
+        if value is None or not value.strip().isdigit():
+            return False  # RFC 3262 section 4: a reliable provisional without RSeq is ignored
+        rseq = int(value.strip())
+        if leg.rseq_seen and rseq <= leg.rseq_seen:
+            return False
+        leg.rseq_seen = rseq
+        invite = txn.request
+        extra: list[HeaderField] = [("rack", f"{rseq} {invite.cseq.seq} INVITE", None)]
+        prack = self._in_dialog_request(leg, "PRACK", extra=extra)
+        out = self.layer.send_request(prack, leg.target, self.stack.reactor.seconds())
+        out.owner = Pending("notify", leg.call, leg)  # its answer needs nothing more
+        return True
+
+    def _send_reliable(self, call: Call, reliable: Reliable, out: Response) -> None:
+        if reliable.pending is not None:
+            reliable.queue.append(out)  # one at a time (section 3)
+            return
+        reliable.rseq += 1
+        out = out.with_header("require", "100rel").with_header("rseq", str(reliable.rseq))
+        reliable.pending = out
+        reliable.interval = self.config.sip.t1
+        reliable.elapsed = 0.0
+        self.layer.send_response(call.a_txn, out, self.stack.reactor.seconds())
+        reliable.timer = self.call_later(reliable.interval, self._resend_reliable, call)
+
+    def _resend_reliable(self, call: Call) -> None:
+        reliable = call.reliable
+        if reliable is None or reliable.pending is None or call.a_answered or call.ended:
+            return
+        reliable.elapsed += reliable.interval
+        if reliable.elapsed >= 64 * self.config.sip.t1:
+            log.info("call %s: no PRACK from the caller", call.id)
+            reliable.pending = None
+            self._released(call, 504, "gateway", "no PRACK")
+            self._fail(call, 504, "No PRACK")  # section 3: reject with a 5xx
+            if call.b_txn is not None:
+                self.layer.send_cancel(call.b_txn, self.stack.reactor.seconds())
+            self.stack.flush()
+            return
+        self.layer.send_response(call.a_txn, reliable.pending, self.stack.reactor.seconds())
+        reliable.interval = min(reliable.interval * 2, self.config.sip.t2)
+        reliable.timer = self.call_later(reliable.interval, self._resend_reliable, call)
+        self.stack.flush()
+
+    def _stop_reliable(self, reliable: Reliable) -> None:
+        _cancel_timer(reliable.timer)
+        reliable.timer = None
+        reliable.pending = None
+        reliable.queue.clear()
+
+    def _on_prack(self, txn: ServerTransaction, call: Call, leg: Leg) -> None:
+        req = txn.request
+        reliable = call.reliable
+        rack = (req.get("rack") or "").split()
+        pending = reliable.pending if reliable is not None else None
+        if (
+            leg is not call.a
+            or reliable is None
+            or pending is None
+            or len(rack) != 3
+            or rack[0] != str(reliable.rseq)
+            or rack[1] != str(call.invite.cseq.seq)
+        ):
+            self._respond(txn, 481, to_tag=req.to_tag)  # section 3: no match
+            return
+        self._respond(txn, 200, to_tag=req.to_tag)
+        _cancel_timer(reliable.timer)
+        reliable.timer = None
+        reliable.pending = None
+        if reliable.queue and not call.a_answered:
+            self._send_reliable(call, reliable, reliable.queue.pop(0))
 
     # ------------------------------------------------------------------
     # session timers (RFC 4028), one per leg
