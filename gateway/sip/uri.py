@@ -86,13 +86,25 @@ def parse_params(text: str, what: str, *, uri: bool = False) -> Params:
 
 def _split_quoted_params(text: str, what: str) -> list[str]:
     """Split on ';' outside quoted strings (a gen-value may be a quoted-string)."""
+    parts, quoted = _split_outside(text, ";", angles=False)
+    if quoted:
+        raise SipParseError(f"unterminated quoted string in {what}")
+    return parts
+
+
+def _split_outside(value: str, sep: str, *, angles: bool) -> tuple[list[str], bool]:
+    """Split ``value`` on ``sep`` outside quoted strings (and outside <> when ``angles``).
+
+    Returns the parts and whether a quoted string was left open.
+    """
     parts: list[str] = []
+    depth = 0
     quoted = False
     start = 0
     i = 0
-    n = len(text)
+    n = len(value)
     while i < n:
-        c = text[i]
+        c = value[i]
         if quoted:
             if c == "\\":
                 i += 1
@@ -100,14 +112,16 @@ def _split_quoted_params(text: str, what: str) -> list[str]:
                 quoted = False
         elif c == '"':
             quoted = True
-        elif c == ";":
-            parts.append(text[start:i])
+        elif angles and c == "<":
+            depth += 1
+        elif angles and c == ">":
+            depth = max(depth - 1, 0)
+        elif c == sep and depth == 0:
+            parts.append(value[start:i])
             start = i + 1
         i += 1
-    if quoted:
-        raise SipParseError(f"unterminated quoted string in {what}")
-    parts.append(text[start:])
-    return parts
+    parts.append(value[start:])
+    return parts, quoted
 
 
 def render_params(params: Params) -> str:
@@ -359,28 +373,5 @@ def split_commas(value: str) -> list[str]:
     """Split a comma-separated header value, ignoring commas in quotes and <>."""
     if "," not in value:
         return [value.strip(WS)]
-    out: list[str] = []
-    depth = 0
-    quoted = False
-    start = 0
-    i = 0
-    n = len(value)
-    while i < n:
-        c = value[i]
-        if quoted:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == "<":
-            depth += 1
-        elif c == ">":
-            depth = max(depth - 1, 0)
-        elif c == "," and depth == 0:
-            out.append(value[start:i].strip(WS))
-            start = i + 1
-        i += 1
-    out.append(value[start:].strip(WS))
-    return out
+    parts, _ = _split_outside(value, ",", angles=True)
+    return [part.strip(WS) for part in parts]
