@@ -22,8 +22,10 @@ def authorized_retry(
     branch: str,
     tries: int,
     who: str,
-) -> Request | None:
-    """``request`` again, with the next CSeq, a new branch and the answer to the challenge.
+) -> tuple[Request, str] | None:
+    """``request`` again, with the next CSeq, a new branch and the answer to the challenge,
+    and the challenge's realm (for preemptive credentials on later requests, RFC 7616
+    section 3.4: the same nonce with the next nc).
 
     ``tries`` is how many challenges were already answered for it: a second challenge is
     answered only when it says ``stale=true`` (same credentials, new nonce); otherwise the
@@ -51,4 +53,4 @@ def authorized_retry(
             "authorization" if response.status == 401 else "proxy-authorization", value
         )
     )
-    return retry
+    return retry, challenge.realm

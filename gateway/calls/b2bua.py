@@ -309,6 +309,9 @@ class B2BUA:
         self.auth_failures = FailureTracker(
             sip.auth_fail_limit, sip.auth_fail_window, sip.auth_block
         )
+        # trunk -> (realm, header) of its last challenge: later requests to it carry
+        # credentials at once, reusing the nonce with the next nc (RFC 7616 section 3.4)
+        self.preauth: dict[str, tuple[str, str]] = {}
         self.auth_clients: dict[str, DigestClient] = {
             t.name: DigestClient(Credentials(t.username, t.password))
             for t in config.trunks
@@ -686,7 +689,8 @@ class B2BUA:
             fields.append(("session-expires", str(sip.session_expires), None))
             fields.append(("min-se", str(sip.min_se), None))
         fields.extend(f for f in a_req.fields if f[0] not in OWNED)
-        invite = Request("INVITE", b.remote_target, fields, a_req.body)
+        invite = self._preauthorize(Request("INVITE", b.remote_target, fields, a_req.body),
+                                    trunk.name)
         b.local_sdp = a_req.body
         now = self.stack.reactor.seconds()
         txn = self.layer.send_request(invite, target, now)
@@ -732,7 +736,7 @@ class B2BUA:
         name = owner.trunk.name if owner.trunk is not None else (
             owner.leg.trunk if owner.leg is not None else None)
         client = self.auth_clients.get(name) if name else None
-        if client is None:
+        if client is None or name is None:
             return False
         req = txn.request
         if owner.leg is not None:
@@ -742,10 +746,14 @@ class B2BUA:
             registration.cseq = seq = max(registration.cseq, req.cseq.seq) + 1
         else:
             seq = req.cseq.seq + 1
-        retry = authorized_retry(req, resp, client, seq=seq, branch=self.stack.new_branch(),
-                                 tries=owner.auth, who=f"trunk {name}")
-        if retry is None:
+        answer = authorized_retry(req, resp, client, seq=seq, branch=self.stack.new_branch(),
+                                  tries=owner.auth, who=f"trunk {name}")
+        if answer is None:
+            self.preauth.pop(name, None)
             return False
+        retry, realm = answer
+        key = "authorization" if resp.status == 401 else "proxy-authorization"
+        self.preauth[name] = (realm, key)
         if owner.leg is not None:
             owner.leg.local_cseq = seq
         new_txn = self.layer.send_request(retry, txn.target, self.stack.reactor.seconds())
@@ -1119,7 +1127,23 @@ class B2BUA:
         if method in ("INVITE", "UPDATE", "REFER", "NOTIFY", "SUBSCRIBE"):
             fields.append(("contact", contact, None))
         fields.extend(extra)
-        return Request(method, leg.remote_target or leg.remote_uri, fields, body)
+        request = Request(method, leg.remote_target or leg.remote_uri, fields, body)
+        if method != "ACK" and leg.trunk is not None:
+            request = self._preauthorize(request, leg.trunk)
+        return request
+
+    def _preauthorize(self, request: Request, trunk: str) -> Request:
+        """Add the trunk's credentials if it challenged before (nonce reuse with nc)."""
+        known = self.preauth.get(trunk)
+        client = self.auth_clients.get(trunk)
+        if known is None or client is None:
+            return request
+        realm, key = known
+        value = client.preemptive(realm, request.method, request.uri_text, request.body)
+        if value is None:
+            return request
+        with_auth: Request = request.with_header(key, value)
+        return with_auth
 
     def _bye(self, leg: Leg) -> None:
         req = self._in_dialog_request(leg, "BYE")

@@ -106,7 +106,9 @@ class Registrations:
             ("expires", str(trunk.register_expires), None),
             ("user-agent", b2bua.user_agent, None),
         ]
-        request = Request("REGISTER", f"sip:{host}:{trunk.port}{param}", fields)
+        request = b2bua._preauthorize(
+            Request("REGISTER", f"sip:{host}:{trunk.port}{param}", fields), trunk.name
+        )
         if reg.state != "registered":
             reg.state = "registering"
         try:
