@@ -485,18 +485,22 @@ class B2BUA:
             return
         call = Call(random_hex(8), req, decision.number, decision.trunks)
         call.trunk_in = trunk_in
+        from_addr = req.from_
+        # the leg's own view of both parties, without tags (they are kept apart, per leg)
+        remote = NameAddr.build(
+            from_addr.uri,
+            display=from_addr.display,
+            params=tuple(p for p in from_addr.params if p[0].lower() != "tag"),
+        )
         a = Leg(
             call,
             "a",
             req.call_id,
-            req.get("to") or "",
-            req.get("from") or "",
+            str(NameAddr.build(req.to.uri, display=req.to.display)),
+            str(remote),
             source,
             trunk.name,
         )
-        from_addr = req.from_
-        a.local_uri = str(NameAddr.build(req.to.uri, display=req.to.display))
-        a.remote_uri = req.get("from") or ""
         a.remote_tag = from_addr.tag
         a.remote_cseq = req.cseq.seq
         contacts = req.contacts
