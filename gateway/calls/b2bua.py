@@ -27,6 +27,7 @@ from gateway.calls.authretry import authorized_retry
 from gateway.calls.registration import Registrations
 from gateway.calls.sessiontimer import (
     SessionTimer,
+    continue_origin,
     has_option,
     origin_line,
     parse_min_se,
@@ -1062,12 +1063,16 @@ class B2BUA:
     def _relay_request(self, txn: ServerTransaction, leg: Leg, other: Leg) -> None:
         req = txn.request
         extra = [f for f in req.fields if f[0] not in OWNED]
-        out = self._in_dialog_request(other, req.method, extra=extra, body=req.body)
+        body = req.body
+        sdp = bool(body) and req.content_type == "application/sdp"
+        if sdp and other.local_sdp:
+            body = continue_origin(other.local_sdp, body)
+        out = self._in_dialog_request(other, req.method, extra=extra, body=body)
         client = self.layer.send_request(out, other.target, self.stack.reactor.seconds())
         client.owner = Pending("relay", leg.call, other, txn)
-        if req.body and req.method in ("INVITE", "UPDATE", "PRACK", "ACK"):
+        if sdp:
             leg.remote_sdp = req.body
-            other.local_sdp = req.body
+            other.local_sdp = body
         if req.method == "INVITE":
             leg.invite_in = txn
             other.invite_out = client
@@ -1088,17 +1093,20 @@ class B2BUA:
             else:
                 ack = self._in_dialog_request(owner.leg, "ACK", cseq=txn.request.cseq.seq)
                 self.layer.send_ack_2xx(txn, ack)
-        if 200 <= resp.status < 300 and resp.body and owner.leg is not None and call is not None:
-            owner.leg.remote_sdp = resp.body
+        body = resp.body
+        if 200 <= resp.status < 300 and body and owner.leg is not None and call is not None:
+            owner.leg.remote_sdp = body
             origin = call.a if owner.leg is call.b else call.b
             if origin is not None:
-                origin.local_sdp = resp.body
+                if origin.local_sdp and resp.content_type == "application/sdp":
+                    body = continue_origin(origin.local_sdp, body)
+                origin.local_sdp = body
         out = make_response(srv.request, resp.status, resp.reason, to_tag=srv.request.to_tag)
         extra = [f for f in resp.fields if f[0] not in OWNED or f[0] in ("require", "supported")]
         if txn.is_invite and resp.status < 300 and owner.call is not None:
             _, contact = self._local(srv.source.transport)
             extra.append(("contact", contact, None))
-        out = Response(out.status, out.reason, [*out.fields, *extra], resp.body)
+        out = Response(out.status, out.reason, [*out.fields, *extra], body)
         self.layer.send_response(srv, out, self.stack.reactor.seconds())
 
     def _in_dialog_request(

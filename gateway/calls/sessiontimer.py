@@ -70,3 +70,28 @@ def origin_line(sdp: bytes) -> bytes | None:
         if line.startswith(b"o="):
             return line.strip()
     return None
+
+
+def continue_origin(previous: bytes, body: bytes) -> bytes:
+    """``body`` for a leg that last received ``previous``: same origin, next version.
+
+    RFC 3264 section 8: within a session the o= line keeps its username, session id and
+    address, and the version grows when the description changes. SDP relayed from
+    another party (after a transfer) carries that party's origin: it is rewritten.
+    """
+    old = origin_line(previous)
+    new = origin_line(body)
+    if old is None or new is None or old == new:
+        return body
+    old_fields = old[2:].split()
+    new_fields = new[2:].split()
+    if len(old_fields) != 6 or len(new_fields) != 6:
+        return body
+    if old_fields[:2] == new_fields[:2] and old_fields[3:] == new_fields[3:]:
+        return body  # the same session, a new version: as it should be
+    try:
+        version = int(old_fields[2]) + 1
+    except ValueError:
+        return body
+    line = b"o=" + b" ".join([*old_fields[:2], str(version).encode(), *old_fields[3:]])
+    return body.replace(new, line, 1)

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.calls.sessiontimer import continue_origin
 from gateway.calls.trunks import TrunkState
 from gateway.sip.errors import SipParseError
 from gateway.sip.ids import random_hex
@@ -249,9 +250,9 @@ class Transfers:
         # the transferee now talks to the target: offer it the target's SDP
         if resp.body:
             extra: list[HeaderField] = [("content-type", "application/sdp", None)]
-            reoffer = b2bua._in_dialog_request(transferee, "INVITE", extra=extra,
-                                               body=resp.body)
-            transferee.local_sdp = resp.body
+            offer = continue_origin(transferee.local_sdp, resp.body)
+            reoffer = b2bua._in_dialog_request(transferee, "INVITE", extra=extra, body=offer)
+            transferee.local_sdp = offer
             out = b2bua.layer.send_request(reoffer, transferee.target, now)
             out.owner = Pending("reoffer", call, transferee)
             transferee.invite_out = out
