@@ -79,3 +79,18 @@ def test_too_short_an_interval_gets_422_with_min_se(
         uac.ack_error(NUMBER, call_id, branch, reply)
     finally:
         uac.close()
+
+
+def test_the_gateway_keeps_refreshing_a_long_call(
+    gateway_factory: GatewayFactory, sipp_server: SippServerFactory, sipp_client: SippClient
+) -> None:
+    callee = sipp_server("uas_timer_long")  # grants what is asked, gateway refreshes
+    gw = _gateway(gateway_factory, callee.port)  # asks for 4 s: refreshes every 2 s
+    result = sipp_client("uac", gw.sip_target, service=NUMBER, calls=2, rate=5,
+                         duration_ms=7000, timeout_s=40)
+    assert (result.successful, result.failed) == (2, 0), result.describe()
+    assert callee.wait_counts(2, 15) == (2, 0)
+    callee.stop()
+    # SIPp's last screen counts each step's messages: UPDATEs came, one per refresh
+    rows = [line for line in callee.log_text().splitlines() if "----------> UPDATE" in line]
+    assert rows and int(rows[-1].split()[2]) >= 4, rows  # 2 calls x at least 2 refreshes
