@@ -3,9 +3,10 @@
 A benchmark is a ``bench/*.py`` script (other than this one) with a ``main(argv) -> int``; each
 runs in its own interpreter (a crashed or wedged bench cannot take the others down) with a
 wall-clock limit, and writes its report under ``bench/out/``. Arguments after ``--`` are passed
-to every bench (e.g. ``-- --quick`` for a smoke run).
+to every bench (e.g. ``-- --quick`` for a smoke run). Long benches (``LONG``: the soak, about
+13 minutes) run only when asked for: ``--soak``, or by name with ``--only``.
 
-Usage: python bench/run_all.py [--only NAME ...] [--limit SECONDS] [-- BENCH ARGS...]
+Usage: python bench/run_all.py [--only NAME ...] [--soak] [--limit SECONDS] [-- BENCH ARGS...]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
+LONG = frozenset({"soak"})  # skipped unless --soak (or named with --only)
 
 
 def discover() -> list[Path]:
@@ -63,11 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run every benchmark in bench/.")
     parser.add_argument("--only", action="append", help="bench name (file stem), repeatable")
     parser.add_argument("--limit", type=float, default=1800.0, help="seconds per bench")
+    parser.add_argument(
+        "--soak", action="store_true", help=f"also run the long benches ({', '.join(LONG)})"
+    )
     args = parser.parse_args(argv)
 
     benches = discover()
     if args.only:
         benches = [b for b in benches if b.stem in set(args.only)]
+    elif not args.soak:
+        benches = [b for b in benches if b.stem not in LONG]
     if not benches:
         print("no benchmark selected", file=sys.stderr)
         return 2
