@@ -20,17 +20,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.calls.authretry import authorized_retry
 from gateway.calls.registration import Registrations
+from gateway.calls.reliable import Reliable, ReliableProvisionals
 from gateway.calls.sessiontimer import (
     SessionTimer,
+    SessionTimers,
+    cancel_timer,
     continue_origin,
     has_option,
-    origin_line,
-    parse_min_se,
     parse_session_expires,
 )
 from gateway.calls.transfer import Transfer, Transfers
@@ -233,19 +234,6 @@ class Call:
 
 
 @dataclass(slots=True)
-class Reliable:
-    """Reliable provisionals toward the caller (RFC 3262 section 3): one unacknowledged at
-    a time, retransmitted with T1 doubling until its PRACK, later ones queued."""
-
-    rseq: int
-    pending: Response | None = None
-    interval: float = 0.0
-    elapsed: float = 0.0
-    timer: Any = None
-    queue: list[Response] = field(default_factory=list)
-
-
-@dataclass(slots=True)
 class Deferred:
     """An ACK for a 2xx that must carry the answer the other leg's ACK brings."""
 
@@ -325,6 +313,8 @@ class B2BUA:
         self.status_path = config.storage.cdr.parent / "trunks.json"
         self.registrations = Registrations(self, self.write_status)
         self.transfers = Transfers(self)
+        self.sessions = SessionTimers(self)
+        self.provisionals = ReliableProvisionals(self)
         self.allow_header = ALLOW_HEADER
         # the carrier calls a registered trunk at sip:USERNAME@gateway: the number is in To
         self.registered_users = frozenset(
@@ -721,7 +711,7 @@ class B2BUA:
         elif owner.purpose == "register" and owner.trunk is not None:
             self.registrations.on_response(owner.trunk, txn, resp)
         elif owner.purpose == "refresh" and owner.leg is not None:
-            self._refresh_answered(owner.leg, txn, resp)
+            self.sessions.refresh_answered(owner.leg, txn, resp)
         elif owner.purpose == "transfer" and owner.call is not None and owner.leg is not None:
             self.transfers.on_response(owner.call, owner.leg, txn, resp, retransmission)
         elif owner.purpose == "reoffer" and owner.leg is not None:
@@ -787,12 +777,12 @@ class B2BUA:
                 b.remote_target = str(contacts[0].uri)
                 b.route_set = list(reversed(resp.get_all("record-route")))
             if has_option(resp.values("require"), "100rel"):
-                if not self._prack(b, txn, resp):
+                if not self.provisionals.prack(b, txn, resp):
                     return  # a retransmission: PRACKed and relayed already
             self._relay_to_a(call, resp)
             return
         if status == 422 and not (call.cancelled or call.a_answered) and owner.auth < 2:
-            if self._retry_session_interval(owner, txn, resp):
+            if self.sessions.retry_interval(owner, txn, resp):
                 return
         if status >= 300:
             if call.b_txn is txn:
@@ -837,7 +827,7 @@ class B2BUA:
         call.a_answered = True
         call.a.confirmed = True
         self.stats.answered += 1
-        self._start_b_session(b, resp)
+        self.sessions.start_b(b, resp)
         if self.cdr is not None:
             now = self.stack.reactor.seconds()
             self.cdr.leg_answered(call.id, b.cdr_id, now)
@@ -853,13 +843,13 @@ class B2BUA:
         headers.extend(("Record-Route", rr) for rr in call.invite.get_all("record-route"))
         if resp.status >= 200:
             headers.append(("Allow", ALLOW_HEADER))
-            session = self._a_session(call)
+            session = self.sessions.a_session(call)
             if session is not None:
                 a.session = session
                 headers.append(("Session-Expires", session.header()))
                 if session.refresher == "uac":
                     headers.append(("Require", "timer"))
-                self._arm_session(a)
+                self.sessions.arm(a)
             if resp.body:
                 a.local_sdp = resp.body
         out = make_response(call.invite, resp.status, resp.reason, to_tag=a.local_tag,
@@ -869,9 +859,9 @@ class B2BUA:
         reliable = call.reliable
         if reliable is not None:
             if resp.status < 200:
-                self._send_reliable(call, reliable, out)
+                self.provisionals.send(call, reliable, out)
                 return
-            self._stop_reliable(reliable)  # the final answer ends them (RFC 3262 section 3)
+            self.provisionals.stop(reliable)  # the final answer ends them (RFC 3262 section 3)
         self.layer.send_response(call.a_txn, out, self.stack.reactor.seconds())
 
     def _fail(
@@ -923,7 +913,7 @@ class B2BUA:
         elif owner.purpose == "bye":
             self._end(call, "bye timeout")
         elif owner.purpose == "refresh" and owner.leg is not None:
-            self._session_failed(owner.leg, f"refresh {status}")
+            self.sessions.failed(owner.leg, f"refresh {status}")
         elif owner.purpose == "transfer" and owner.leg is not None:
             self.transfers.on_failure(call, owner.leg, status, reason)
         elif owner.purpose == "release" and owner.leg is not None:
@@ -1007,7 +997,7 @@ class B2BUA:
                 self._end(call, "bye")
             return
         if req.method == "PRACK":
-            self._on_prack(txn, call, leg)
+            self.provisionals.on_prack(txn, call, leg)
             return
         early = req.method in ("UPDATE", "INFO") and other is not None and bool(other.remote_tag)
         if other is None or not (other.confirmed or early) or call.ended:
@@ -1017,8 +1007,8 @@ class B2BUA:
             self.transfers.on_refer(txn, leg, other)
             return
         if leg.session is not None and req.method in ("INVITE", "UPDATE"):
-            self._arm_session(leg)  # any re-INVITE or UPDATE from the peer refreshes
-            if self._answer_refresh(txn, leg):
+            self.sessions.arm(leg)  # any re-INVITE or UPDATE from the peer refreshes
+            if self.sessions.answer_refresh(txn, leg):
                 return
         if req.method == "INVITE":
             if leg.invite_out is not None:
@@ -1177,10 +1167,10 @@ class B2BUA:
             self.dialogs.pop(call.b.key, None)
         self.transfers.call_ended(call)
         if call.reliable is not None:
-            self._stop_reliable(call.reliable)
+            self.provisionals.stop(call.reliable)
         for leg in (call.a, call.b):
             if leg is not None and leg.session is not None:
-                _cancel_timer(leg.session.timer)
+                cancel_timer(leg.session.timer)
                 leg.session = None
         if call.trunk_in is not None:
             call.trunk_in.release()
@@ -1202,259 +1192,6 @@ class B2BUA:
                            call.reason or why, call.transfer_info)
         if not self.calls and self.on_idle is not None:
             self.on_idle()
-
-    # ------------------------------------------------------------------
-    # reliable provisional responses (RFC 3262), one leg at a time
-    # ------------------------------------------------------------------
-    def _prack(self, leg: Leg, txn: ClientTransaction, resp: Response) -> bool:
-        """PRACK a trunk's reliable provisional; False for a retransmission (section 4)."""
-        value = resp.get("rseq")
-        if value is None or not value.strip().isdigit():
-            return False  # RFC 3262 section 4: a reliable provisional without RSeq is ignored
-        rseq = int(value.strip())
-        if leg.rseq_seen and rseq <= leg.rseq_seen:
-            return False
-        leg.rseq_seen = rseq
-        invite = txn.request
-        extra: list[HeaderField] = [("rack", f"{rseq} {invite.cseq.seq} INVITE", None)]
-        prack = self._in_dialog_request(leg, "PRACK", extra=extra)
-        out = self.layer.send_request(prack, leg.target, self.stack.reactor.seconds())
-        out.owner = Pending("notify", leg.call, leg)  # its answer needs nothing more
-        return True
-
-    def _send_reliable(self, call: Call, reliable: Reliable, out: Response) -> None:
-        if reliable.pending is not None:
-            reliable.queue.append(out)  # one at a time (section 3)
-            return
-        reliable.rseq += 1
-        out = out.with_header("require", "100rel").with_header("rseq", str(reliable.rseq))
-        reliable.pending = out
-        reliable.interval = self.config.sip.t1
-        reliable.elapsed = 0.0
-        self.layer.send_response(call.a_txn, out, self.stack.reactor.seconds())
-        reliable.timer = self.call_later(reliable.interval, self._resend_reliable, call)
-
-    def _resend_reliable(self, call: Call) -> None:
-        reliable = call.reliable
-        if reliable is None or reliable.pending is None or call.a_answered or call.ended:
-            return
-        reliable.elapsed += reliable.interval
-        if reliable.elapsed >= 64 * self.config.sip.t1:
-            log.info("call %s: no PRACK from the caller", call.id)
-            reliable.pending = None
-            self._released(call, 504, "gateway", "no PRACK")
-            self._fail(call, 504, "No PRACK")  # section 3: reject with a 5xx
-            if call.b_txn is not None:
-                self.layer.send_cancel(call.b_txn, self.stack.reactor.seconds())
-            self.stack.flush()
-            return
-        self.layer.send_response(call.a_txn, reliable.pending, self.stack.reactor.seconds())
-        reliable.interval = min(reliable.interval * 2, self.config.sip.t2)
-        reliable.timer = self.call_later(reliable.interval, self._resend_reliable, call)
-        self.stack.flush()
-
-    def _stop_reliable(self, reliable: Reliable) -> None:
-        _cancel_timer(reliable.timer)
-        reliable.timer = None
-        reliable.pending = None
-        reliable.queue.clear()
-
-    def _on_prack(self, txn: ServerTransaction, call: Call, leg: Leg) -> None:
-        req = txn.request
-        reliable = call.reliable
-        rack = (req.get("rack") or "").split()
-        pending = reliable.pending if reliable is not None else None
-        if (
-            leg is not call.a
-            or reliable is None
-            or pending is None
-            or len(rack) != 3
-            or rack[0] != str(reliable.rseq)
-            or rack[1] != str(call.invite.cseq.seq)
-        ):
-            self._respond(txn, 481, to_tag=req.to_tag)  # section 3: no match
-            return
-        self._respond(txn, 200, to_tag=req.to_tag)
-        _cancel_timer(reliable.timer)
-        reliable.timer = None
-        reliable.pending = None
-        if reliable.queue and not call.a_answered:
-            self._send_reliable(call, reliable, reliable.queue.pop(0))
-
-    # ------------------------------------------------------------------
-    # session timers (RFC 4028), one per leg
-    # ------------------------------------------------------------------
-    def _a_session(self, call: Call) -> SessionTimer | None:
-        """The caller's leg timer, from its INVITE's Session-Expires (section 9)."""
-        value = call.invite.get("session-expires")
-        if value is None:
-            return None
-        interval, refresher = parse_session_expires(value)  # validated at INVITE
-        if refresher is None:
-            supported = has_option(call.invite.values("supported"), "timer")
-            refresher = "uac" if supported else "uas"
-        return SessionTimer(interval, refresher == "uas", refresher)
-
-    def _start_b_session(self, b: Leg, resp: Response) -> None:
-        """The callee's leg timer, from its 2xx's Session-Expires (section 7.2)."""
-        value = resp.get("session-expires")
-        if value is None or not self.config.sip.session_expires:
-            return
-        try:
-            interval, refresher = parse_session_expires(value)
-        except SipParseError:
-            return
-        refresher = refresher or "uac"
-        b.session = SessionTimer(interval, refresher == "uac", refresher)
-        self._arm_session(b)
-
-    def _retry_session_interval(
-        self, owner: Pending, txn: ClientTransaction, resp: Response
-    ) -> bool:
-        """422 Session Interval Too Small: ask again with the callee's Min-SE (section 7.3)."""
-        try:
-            floor = parse_min_se(resp.get("min-se"))
-        except SipParseError:
-            return False
-        if floor is None or owner.leg is None:
-            return False
-        req = txn.request
-        leg = owner.leg
-        leg.local_cseq = max(leg.local_cseq, req.cseq.seq) + 1
-        via = req.top_via
-        retry = (
-            req.with_header("via", str(via.with_param("branch", self.stack.new_branch())))
-            .with_header("cseq", f"{leg.local_cseq} INVITE")
-            .with_header("session-expires", str(max(floor, self.config.sip.session_expires)))
-            .with_header("min-se", str(floor))
-        )
-        new_txn = self.layer.send_request(retry, txn.target, self.stack.reactor.seconds())
-        owner.auth += 1
-        new_txn.owner = owner
-        if owner.call is not None and owner.call.b_txn is txn:
-            owner.call.b_txn = new_txn
-        return True
-
-    def _arm_session(self, leg: Leg) -> None:
-        session = leg.session
-        if session is None:
-            return
-        _cancel_timer(session.timer)
-        if session.we_refresh:
-            session.timer = self.call_later(session.refresh_after, self._refresh, leg)
-        else:
-            session.timer = self.call_later(session.expire_after, self._session_expired, leg)
-
-    def _refresh(self, leg: Leg) -> None:
-        """Refresh the session on ``leg``: UPDATE if the peer allows it, else re-INVITE."""
-        session = leg.session
-        call = leg.call
-        if session is None or call.ended:
-            return
-        session.timer = None
-        if leg.invite_out is not None or leg.invite_in is not None:
-            session.timer = self.call_later(2.0, self._refresh, leg)  # a re-INVITE is pending
-            return
-        we_are_uac = leg is call.b
-        refresher = "uac" if we_are_uac else "uas"
-        extra: list[HeaderField] = [
-            ("session-expires", f"{session.interval};refresher={refresher}", None),
-            ("supported", "timer", None),
-        ]
-        if leg.peer_update:
-            req = self._in_dialog_request(leg, "UPDATE", extra=extra)
-        else:
-            extra.append(("content-type", "application/sdp", None))
-            req = self._in_dialog_request(leg, "INVITE", extra=extra, body=leg.local_sdp)
-        txn = self.layer.send_request(req, leg.target, self.stack.reactor.seconds())
-        txn.owner = Pending("refresh", call, leg)
-        if req.method == "INVITE":
-            leg.invite_out = txn
-        self.stack.flush()
-
-    def _refresh_answered(self, leg: Leg, txn: ClientTransaction, resp: Response) -> None:
-        if resp.status < 200:
-            return
-        if txn.is_invite:
-            leg.invite_out = None
-            if resp.status < 300:
-                ack = self._in_dialog_request(leg, "ACK", cseq=txn.request.cseq.seq)
-                self.layer.send_ack_2xx(txn, ack)
-        session = leg.session
-        if session is None or leg.call.ended:
-            return
-        if resp.status < 300:
-            value = resp.get("session-expires")
-            if value is not None:
-                try:
-                    session.interval, _ = parse_session_expires(value)
-                except SipParseError:
-                    pass
-            self._arm_session(leg)
-        elif resp.status in (491, 500, 503):
-            session.timer = self.call_later(2.0 + int(random_hex(1), 16) / 128, self._refresh,
-                                            leg)
-        else:
-            self._session_failed(leg, f"refresh {resp.status}")
-
-    def _answer_refresh(self, txn: ServerTransaction, leg: Leg) -> bool:
-        """Answer a peer's session refresh here, without bothering the other leg.
-
-        A refresh is an UPDATE without SDP, or a re-INVITE whose SDP is unchanged (same
-        o= line, RFC 3264 section 8); anything else is a real change and is relayed.
-        """
-        req = txn.request
-        session = leg.session
-        if session is None:
-            return False
-        if req.method == "UPDATE" and req.body:
-            return False
-        if req.method == "INVITE":
-            if req.body and origin_line(req.body) != origin_line(leg.remote_sdp):
-                return False
-            if leg.invite_out is not None or leg.invite_in is not None:
-                return False  # let the glare rules answer
-        value = req.get("session-expires")
-        if value is not None:
-            try:
-                interval, _ = parse_session_expires(value)
-            except SipParseError:
-                interval = session.interval
-            if interval < self.config.sip.min_se:
-                self._respond(txn, 422, headers=(("Min-SE", str(self.config.sip.min_se)),),
-                              to_tag=req.to_tag)
-                return True
-            session.interval = interval
-        _, contact = self._local(leg.target.transport)
-        headers = [("Session-Expires", session.header()), ("Contact", contact)]
-        if session.refresher == ("uac" if leg is leg.call.a else "uas"):
-            headers.append(("Require", "timer"))
-        body = b""
-        if req.method == "INVITE":
-            body = leg.local_sdp
-            headers.append(("Content-Type", "application/sdp"))
-        resp = make_response(req, 200, to_tag=req.to_tag, headers=headers, body=body)
-        self.layer.send_response(txn, resp, self.stack.reactor.seconds())
-        self._arm_session(leg)
-        return True
-
-    def _session_expired(self, leg: Leg) -> None:
-        if leg.session is not None:
-            leg.session.timer = None
-        self._session_failed(leg, "session timer expired")
-
-    def _session_failed(self, leg: Leg, why: str) -> None:
-        """The session on ``leg`` is over: BYE both legs (RFC 4028 section 10)."""
-        call = leg.call
-        if call.ended:
-            return
-        log.info("call %s: %s on leg %s, ending the call", call.id, why, leg.name)
-        self._released(call, 200, "gateway", why)
-        for each in (call.a, call.b):
-            if each is not None and each.confirmed:
-                self._bye(each)
-        self._detach(call)
-        self.stack.flush()
 
     # ------------------------------------------------------------------
     # trunk probing (OPTIONS) and status
@@ -1513,11 +1250,6 @@ class B2BUA:
         }
         write_status(self.status_path, self.trunk_states.values(), self.stack.reactor.seconds(),
                      live)
-
-
-def _cancel_timer(timer: Any) -> None:
-    if timer is not None and timer.active():
-        timer.cancel()
 
 
 def _rss_bytes() -> int:

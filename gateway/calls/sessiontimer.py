@@ -8,11 +8,20 @@ refresh arrives by ``interval - min(32, interval / 3)`` (section 10).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.sip.errors import SipParseError
+from gateway.sip.ids import random_hex
+from gateway.sip.message import HeaderField, Response, make_response
+from gateway.sip.transaction import ClientTransaction, ServerTransaction
 from gateway.sip.uri import split_commas
+
+if TYPE_CHECKING:
+    from gateway.calls.b2bua import B2BUA, Call, Leg, Pending
+
+log = logging.getLogger("gateway.calls")
 
 
 @dataclass(slots=True)
@@ -95,3 +104,197 @@ def continue_origin(previous: bytes, body: bytes) -> bytes:
         return body
     line = b"o=" + b" ".join([*old_fields[:2], str(version).encode(), *old_fields[3:]])
     return body.replace(new, line, 1)
+
+
+def cancel_timer(timer: Any) -> None:
+    if timer is not None and timer.active():
+        timer.cancel()
+
+
+class SessionTimers:
+    """The B2BUA's session-timer work (RFC 4028), one ``SessionTimer`` per leg."""
+
+    def __init__(self, b2bua: B2BUA) -> None:
+        self.b2bua = b2bua
+
+    def a_session(self, call: Call) -> SessionTimer | None:
+        """The caller's leg timer, from its INVITE's Session-Expires (section 9)."""
+        value = call.invite.get("session-expires")
+        if value is None:
+            return None
+        interval, refresher = parse_session_expires(value)  # validated at INVITE
+        if refresher is None:
+            supported = has_option(call.invite.values("supported"), "timer")
+            refresher = "uac" if supported else "uas"
+        return SessionTimer(interval, refresher == "uas", refresher)
+
+    def start_b(self, b: Leg, resp: Response) -> None:
+        """The callee's leg timer, from its 2xx's Session-Expires (section 7.2)."""
+        gw = self.b2bua
+        value = resp.get("session-expires")
+        if value is None or not gw.config.sip.session_expires:
+            return
+        try:
+            interval, refresher = parse_session_expires(value)
+        except SipParseError:
+            return
+        refresher = refresher or "uac"
+        b.session = SessionTimer(interval, refresher == "uac", refresher)
+        self.arm(b)
+
+    def retry_interval(
+        self, owner: Pending, txn: ClientTransaction, resp: Response
+    ) -> bool:
+        """422 Session Interval Too Small: ask again with the callee's Min-SE (section 7.3)."""
+        gw = self.b2bua
+        try:
+            floor = parse_min_se(resp.get("min-se"))
+        except SipParseError:
+            return False
+        if floor is None or owner.leg is None:
+            return False
+        req = txn.request
+        leg = owner.leg
+        leg.local_cseq = max(leg.local_cseq, req.cseq.seq) + 1
+        via = req.top_via
+        retry = (
+            req.with_header("via", str(via.with_param("branch", gw.stack.new_branch())))
+            .with_header("cseq", f"{leg.local_cseq} INVITE")
+            .with_header("session-expires", str(max(floor, gw.config.sip.session_expires)))
+            .with_header("min-se", str(floor))
+        )
+        new_txn = gw.layer.send_request(retry, txn.target, gw.stack.reactor.seconds())
+        owner.auth += 1
+        new_txn.owner = owner
+        if owner.call is not None and owner.call.b_txn is txn:
+            owner.call.b_txn = new_txn
+        return True
+
+    def arm(self, leg: Leg) -> None:
+        gw = self.b2bua
+        session = leg.session
+        if session is None:
+            return
+        cancel_timer(session.timer)
+        if session.we_refresh:
+            session.timer = gw.call_later(session.refresh_after, self.refresh, leg)
+        else:
+            session.timer = gw.call_later(session.expire_after, self.expired, leg)
+
+    def refresh(self, leg: Leg) -> None:
+        """Refresh the session on ``leg``: UPDATE if the peer allows it, else re-INVITE."""
+        gw = self.b2bua
+        from gateway.calls.b2bua import Pending
+
+        session = leg.session
+        call = leg.call
+        if session is None or call.ended:
+            return
+        session.timer = None
+        if leg.invite_out is not None or leg.invite_in is not None:
+            session.timer = gw.call_later(2.0, self.refresh, leg)  # a re-INVITE is pending
+            return
+        we_are_uac = leg is call.b
+        refresher = "uac" if we_are_uac else "uas"
+        extra: list[HeaderField] = [
+            ("session-expires", f"{session.interval};refresher={refresher}", None),
+            ("supported", "timer", None),
+        ]
+        if leg.peer_update:
+            req = gw._in_dialog_request(leg, "UPDATE", extra=extra)
+        else:
+            extra.append(("content-type", "application/sdp", None))
+            req = gw._in_dialog_request(leg, "INVITE", extra=extra, body=leg.local_sdp)
+        txn = gw.layer.send_request(req, leg.target, gw.stack.reactor.seconds())
+
+        txn.owner = Pending("refresh", call, leg)
+        if req.method == "INVITE":
+            leg.invite_out = txn
+        gw.stack.flush()
+
+    def refresh_answered(self, leg: Leg, txn: ClientTransaction, resp: Response) -> None:
+        gw = self.b2bua
+        if resp.status < 200:
+            return
+        if txn.is_invite:
+            leg.invite_out = None
+            if resp.status < 300:
+                ack = gw._in_dialog_request(leg, "ACK", cseq=txn.request.cseq.seq)
+                gw.layer.send_ack_2xx(txn, ack)
+        session = leg.session
+        if session is None or leg.call.ended:
+            return
+        if resp.status < 300:
+            value = resp.get("session-expires")
+            if value is not None:
+                try:
+                    session.interval, _ = parse_session_expires(value)
+                except SipParseError:
+                    pass
+            self.arm(leg)
+        elif resp.status in (491, 500, 503):
+            session.timer = gw.call_later(2.0 + int(random_hex(1), 16) / 128, self.refresh,
+                                            leg)
+        else:
+            self.failed(leg, f"refresh {resp.status}")
+
+    def answer_refresh(self, txn: ServerTransaction, leg: Leg) -> bool:
+        """Answer a peer's session refresh here, without bothering the other leg.
+
+        A refresh is an UPDATE without SDP, or a re-INVITE whose SDP is unchanged (same
+        o= line, RFC 3264 section 8); anything else is a real change and is relayed.
+        """
+        gw = self.b2bua
+        req = txn.request
+        session = leg.session
+        if session is None:
+            return False
+        if req.method == "UPDATE" and req.body:
+            return False
+        if req.method == "INVITE":
+            if req.body and origin_line(req.body) != origin_line(leg.remote_sdp):
+                return False
+            if leg.invite_out is not None or leg.invite_in is not None:
+                return False  # let the glare rules answer
+        value = req.get("session-expires")
+        if value is not None:
+            try:
+                interval, _ = parse_session_expires(value)
+            except SipParseError:
+                interval = session.interval
+            if interval < gw.config.sip.min_se:
+                gw._respond(txn, 422, headers=(("Min-SE", str(gw.config.sip.min_se)),),
+                              to_tag=req.to_tag)
+                return True
+            session.interval = interval
+        _, contact = gw._local(leg.target.transport)
+        headers = [("Session-Expires", session.header()), ("Contact", contact)]
+        if session.refresher == ("uac" if leg is leg.call.a else "uas"):
+            headers.append(("Require", "timer"))
+        body = b""
+        if req.method == "INVITE":
+            body = leg.local_sdp
+            headers.append(("Content-Type", "application/sdp"))
+        resp = make_response(req, 200, to_tag=req.to_tag, headers=headers, body=body)
+        gw.layer.send_response(txn, resp, gw.stack.reactor.seconds())
+        self.arm(leg)
+        return True
+
+    def expired(self, leg: Leg) -> None:
+        if leg.session is not None:
+            leg.session.timer = None
+        self.failed(leg, "session timer expired")
+
+    def failed(self, leg: Leg, why: str) -> None:
+        """The session on ``leg`` is over: BYE both legs (RFC 4028 section 10)."""
+        gw = self.b2bua
+        call = leg.call
+        if call.ended:
+            return
+        log.info("call %s: %s on leg %s, ending the call", call.id, why, leg.name)
+        gw._released(call, 200, "gateway", why)
+        for each in (call.a, call.b):
+            if each is not None and each.confirmed:
+                gw._bye(each)
+        gw._detach(call)
+        gw.stack.flush()
