@@ -88,7 +88,7 @@ class Gateway:
         for listen in self.config.sip.listen:
             local = self.stack.listen(listen.transport, listen.host, listen.port)
             log.info("SIP listening on %s:%s", local.transport, local.sent_by)
-        self.b2bua.start_probing()
+        self.b2bua.probes.start()
         self.b2bua.registrations.start()
         self._cdr_flush.start(CDR_FLUSH, now=False)
         self._status.start(STATUS_EVERY, now=False)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.calls.authretry import authorized_retry
+from gateway.calls.auth import TrunkAuth
 from gateway.calls.registration import Registrations
 from gateway.calls.reliable import Reliable, ReliableProvisionals
 from gateway.calls.sessiontimer import (
@@ -35,16 +35,9 @@ from gateway.calls.sessiontimer import (
     parse_session_expires,
 )
 from gateway.calls.transfer import Transfer, Transfers
-from gateway.calls.trunks import TrunkState, write_status
+from gateway.calls.trunks import TrunkProbes, TrunkState, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
-from gateway.sip.auth import (
-    AuthResult,
-    Credentials,
-    DigestClient,
-    DigestServer,
-    FailureTracker,
-)
 from gateway.sip.errors import SipParseError
 from gateway.sip.ids import random_hex
 from gateway.sip.message import (
@@ -283,29 +276,6 @@ class B2BUA:
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], Leg] = {}
         self.trunks: dict[str, Trunk] = {t.name: t for t in config.trunks}
-        sip = config.sip
-        # who may authenticate when the source address matches no trunk: trunks with
-        # credentials (the call becomes that trunk's) and [sip] users
-        self.credentials: dict[str, tuple[str, str | None]] = {
-            name: (password, None) for name, password in sip.users.items()
-        }
-        self.credentials.update(
-            {t.username: (t.password, t.name) for t in config.trunks if t.username}
-        )
-        self.digest = DigestServer(
-            sip.domain, os.urandom(32), algorithms=sip.auth_algorithms
-        )
-        self.auth_failures = FailureTracker(
-            sip.auth_fail_limit, sip.auth_fail_window, sip.auth_block
-        )
-        # trunk -> (realm, header) of its last challenge: later requests to it carry
-        # credentials at once, reusing the nonce with the next nc (RFC 7616 section 3.4)
-        self.preauth: dict[str, tuple[str, str]] = {}
-        self.auth_clients: dict[str, DigestClient] = {
-            t.name: DigestClient(Credentials(t.username, t.password))
-            for t in config.trunks
-            if t.username
-        }
         now = stack.reactor.seconds()
         self.trunk_states: dict[str, TrunkState] = {
             t.name: TrunkState(t, now) for t in config.trunks
@@ -314,6 +284,8 @@ class B2BUA:
         self.registrations = Registrations(self, self.write_status)
         self.transfers = Transfers(self)
         self.sessions = SessionTimers(self)
+        self.auth = TrunkAuth(self)
+        self.probes = TrunkProbes(self)
         self.provisionals = ReliableProvisionals(self)
         self.allow_header = ALLOW_HEADER
         # the carrier calls a registered trunk at sip:USERNAME@gateway: the number is in To
@@ -423,7 +395,7 @@ class B2BUA:
         req = txn.request
         source = txn.source
         seconds = self.stack.reactor.seconds()
-        if self.auth_failures.blocked(source.host, seconds):
+        if self.auth.failures.blocked(source.host, seconds):
             self.layer.discard(txn)  # an address that failed to authenticate too often
             return
         self._respond_100(txn, seconds)
@@ -443,7 +415,7 @@ class B2BUA:
             return
         trunk = trunk_for_source(self.config, source.host, source.port)
         if trunk is None:
-            trunk = self._authenticate(txn, seconds)
+            trunk = self.auth.authenticate(txn, seconds)
             if trunk is None:
                 return  # answered (401/403) or ignored (a blocked address)
         session_expires = req.get("session-expires")
@@ -519,44 +491,6 @@ class B2BUA:
             call.id, from_addr.uri.user, decision.number, trunk.name, ",".join(decision.trunks),
         )
         self._next_attempt(call, 0, "")
-
-    def _authenticate(self, txn: ServerTransaction, now: float) -> Trunk | None:
-        """Digest-authenticate an INVITE from an address that matches no trunk.
-
-        Returns the trunk whose credentials it carried; otherwise the request has been
-        answered (401 challenge, 403) and None is returned. [sip] users are known here
-        but calls from them come with the registrar (issue 7): they get 403 for now.
-        """
-        source = txn.source.host
-        req = txn.request
-        if not self.credentials:
-            log.info("INVITE from %s:%s matches no trunk: 403", source, txn.source.port)
-            self._reject(txn, 403)
-            return None
-        result, username = self.digest.verify(
-            req.method, req.get("authorization"),
-            lambda name: self.credentials.get(name, (None, None))[0],
-            now, req.body,
-        )
-        if result in (AuthResult.MISSING, AuthResult.STALE):
-            headers = [("WWW-Authenticate", value) for value in
-                       self.digest.challenge_headers(now, stale=result is AuthResult.STALE)]
-            self._respond(txn, 401, headers=headers)
-            return None
-        if result is AuthResult.OK and username is not None:
-            self.auth_failures.record_success(source)
-            trunk_name = self.credentials[username][1]
-            if trunk_name is not None:
-                return self.trunks[trunk_name]
-            log.info("INVITE from user %s: user calls come with the registrar: 403", username)
-            self._reject(txn, 403)
-            return None
-        if self.auth_failures.record_failure(source, now):
-            log.warning("%s: %d failed authentications, ignored for %ss", source,
-                        self.config.sip.auth_fail_limit, self.config.sip.auth_block)
-        log.info("INVITE from %s: authentication %s: 403", source, result.name.lower())
-        self._reject(txn, 403)
-        return None
 
     def _respond_100(self, txn: ServerTransaction, now: float) -> None:
         self.layer.send_response(txn, make_response(txn.request, 100), now)
@@ -684,7 +618,7 @@ class B2BUA:
             fields.append(("session-expires", str(sip.session_expires), None))
             fields.append(("min-se", str(sip.min_se), None))
         fields.extend(f for f in a_req.fields if f[0] not in OWNED)
-        invite = self._preauthorize(Request("INVITE", b.remote_target, fields, a_req.body),
+        invite = self.auth.preauthorize(Request("INVITE", b.remote_target, fields, a_req.body),
                                     trunk.name)
         b.local_sdp = a_req.body
         now = self.stack.reactor.seconds()
@@ -696,7 +630,7 @@ class B2BUA:
         owner = txn.owner
         if not isinstance(owner, Pending):
             return
-        if resp.status in (401, 407) and self._retry_with_auth(txn, resp, owner):
+        if resp.status in (401, 407) and self.auth.retry(txn, resp, owner):
             return
         if owner.purpose == "invite":
             self._on_invite_response(owner, txn, resp, retransmission)
@@ -707,7 +641,7 @@ class B2BUA:
                 self._end(owner.call, "bye")
         elif owner.purpose == "probe":
             if resp.status >= 200 and owner.trunk is not None:
-                self._probe_done(owner.trunk, owner.seq, resp.status)
+                self.probes.done(owner.trunk, owner.seq, resp.status)
         elif owner.purpose == "register" and owner.trunk is not None:
             self.registrations.on_response(owner.trunk, txn, resp)
         elif owner.purpose == "refresh" and owner.leg is not None:
@@ -718,47 +652,6 @@ class B2BUA:
             self.transfers.on_reoffer_answer(owner.leg, txn, resp)
         elif owner.purpose == "release" and owner.leg is not None and resp.status >= 200:
             self.dialogs.pop(owner.leg.key, None)  # the transferor is gone
-
-    def _retry_with_auth(self, txn: ClientTransaction, resp: Response, owner: Pending) -> bool:
-        """Answer a trunk's 401/407 with its credentials (RFC 3261 section 22.2).
-
-        The request is sent again with the next CSeq and a new branch. A second challenge
-        is answered only when it says ``stale=true`` (a new nonce, same credentials).
-        """
-        call = owner.call
-        if owner.purpose != "bye" and call is not None and (call.cancelled or call.ended):
-            return False  # a BYE is still answered: the call is ending because of it
-        name = owner.trunk.name if owner.trunk is not None else (
-            owner.leg.trunk if owner.leg is not None else None)
-        client = self.auth_clients.get(name) if name else None
-        if client is None or name is None:
-            return False
-        req = txn.request
-        if owner.leg is not None:
-            seq = max(owner.leg.local_cseq, req.cseq.seq) + 1
-        elif owner.purpose == "register" and owner.trunk is not None:
-            registration = self.registrations.by_trunk[owner.trunk.name]
-            registration.cseq = seq = max(registration.cseq, req.cseq.seq) + 1
-        else:
-            seq = req.cseq.seq + 1
-        answer = authorized_retry(req, resp, client, seq=seq, branch=self.stack.new_branch(),
-                                  tries=owner.auth, who=f"trunk {name}")
-        if answer is None:
-            self.preauth.pop(name, None)
-            return False
-        retry, realm = answer
-        key = "authorization" if resp.status == 401 else "proxy-authorization"
-        self.preauth[name] = (realm, key)
-        if owner.leg is not None:
-            owner.leg.local_cseq = seq
-        new_txn = self.layer.send_request(retry, txn.target, self.stack.reactor.seconds())
-        owner.auth += 1
-        new_txn.owner = owner
-        if call is not None and call.b_txn is txn:
-            call.b_txn = new_txn
-        if owner.leg is not None and owner.leg.invite_out is txn:
-            owner.leg.invite_out = new_txn
-        return True
 
     def _on_invite_response(
         self, owner: Pending, txn: ClientTransaction, resp: Response, retransmission: bool
@@ -881,7 +774,7 @@ class B2BUA:
     def _on_client_failure(self, txn: ClientTransaction, status: int, reason: str) -> None:
         owner = txn.owner
         if isinstance(owner, Pending) and owner.purpose == "probe" and owner.trunk is not None:
-            self._probe_done(owner.trunk, owner.seq, None)
+            self.probes.done(owner.trunk, owner.seq, None)
             return
         if isinstance(owner, Pending) and owner.purpose == "register" and owner.trunk is not None:
             self.registrations.on_failure(owner.trunk)
@@ -1131,21 +1024,8 @@ class B2BUA:
         fields.extend(extra)
         request = Request(method, leg.remote_target or leg.remote_uri, fields, body)
         if method != "ACK" and leg.trunk is not None:
-            request = self._preauthorize(request, leg.trunk)
+            request = self.auth.preauthorize(request, leg.trunk)
         return request
-
-    def _preauthorize(self, request: Request, trunk: str) -> Request:
-        """Add the trunk's credentials if it challenged before (nonce reuse with nc)."""
-        known = self.preauth.get(trunk)
-        client = self.auth_clients.get(trunk)
-        if known is None or client is None:
-            return request
-        realm, key = known
-        value = client.preemptive(realm, request.method, request.uri_text, request.body)
-        if value is None:
-            return request
-        with_auth: Request = request.with_header(key, value)
-        return with_auth
 
     def _bye(self, leg: Leg) -> None:
         req = self._in_dialog_request(leg, "BYE")
@@ -1196,42 +1076,6 @@ class B2BUA:
     # ------------------------------------------------------------------
     # trunk probing (OPTIONS) and status
     # ------------------------------------------------------------------
-    def start_probing(self) -> None:
-        """Probe every trunk with ``options_interval`` > 0, staggered over the first second."""
-        probed = [s for s in self.trunk_states.values() if s.trunk.options_interval > 0]
-        for i, state in enumerate(probed):
-            self.call_later(i / max(len(probed), 1), self._probe, state)
-        self.write_status()
-
-    def _probe(self, state: TrunkState) -> None:
-        if self.draining:
-            return
-        trunk = state.trunk
-        target = Target(trunk.transport, trunk.host, trunk.port)
-        state.probe_seq += 1
-        seq = state.probe_seq
-        try:
-            request = make_options(self.stack, target, self.config.sip.domain, self.user_agent)
-            txn = self.layer.send_request(request, target, self.stack.reactor.seconds())
-            txn.owner = Pending("probe", None, None, trunk=state, seq=seq)
-        except Exception:  # a probe must never stop probing
-            log.exception("trunk %s: cannot send OPTIONS", trunk.name)
-        self.stack.flush()
-        self.call_later(trunk.options_timeout, self._probe_done, state, seq, None)
-        self.call_later(trunk.options_interval, self._probe, state)
-
-    def _probe_done(self, state: TrunkState, seq: int, status: int | None) -> None:
-        """A probe's outcome: its final status, or None for no answer in time."""
-        if seq != state.probe_seq:
-            return  # already decided (answered, or timed out) or superseded
-        state.probe_seq += 1  # later outcomes of this probe are ignored
-        now = self.stack.reactor.seconds()
-        changed = (
-            state.probe_answered(status, now) if status is not None else state.probe_failed(now)
-        )
-        if changed:
-            self.write_status()
-
     def write_status(self) -> None:
         counters = self.stack.counters
         live: dict[str, object] = {
@@ -1259,20 +1103,3 @@ def _rss_bytes() -> int:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def make_options(stack: SipStack, target: Target, domain: str, user_agent: str) -> Request:
-    """An out-of-dialog OPTIONS probe toward a trunk (RFC 3261 section 11)."""
-    sent_by = (stack.local.get(target.transport) or next(iter(stack.local.values()))).sent_by
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    fields: list[HeaderField] = [
-        ("via", f"SIP/2.0/{target.transport.upper()} {sent_by};branch={stack.new_branch()};rport",
-         None),
-        ("max-forwards", "70", None),
-        ("from", f"<sip:ping@{domain}>;tag={_token()}", None),
-        ("to", f"<sip:{host}:{target.port}>", None),
-        ("call-id", f"{random_hex(10)}@{domain}", None),
-        ("cseq", "1 OPTIONS", None),
-        ("user-agent", user_agent, None),
-    ]
-    return Request("OPTIONS", f"sip:{host}:{target.port}", fields)

@@ -106,7 +106,7 @@ class Registrations:
             ("expires", str(trunk.register_expires), None),
             ("user-agent", b2bua.user_agent, None),
         ]
-        request = b2bua._preauthorize(
+        request = b2bua.auth.preauthorize(
             Request("REGISTER", f"sip:{host}:{trunk.port}{param}", fields), trunk.name
         )
         if reg.state != "registered":

@@ -20,9 +20,16 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Trunk
+from gateway.sip.ids import random_hex
+from gateway.sip.message import HeaderField, Request
+from gateway.sip.transaction import Target
+
+if TYPE_CHECKING:
+    from gateway.calls.b2bua import B2BUA
+    from gateway.sip.transport import SipStack
 
 log = logging.getLogger("gateway.trunks")
 
@@ -151,3 +158,68 @@ def write_status(
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("cannot write trunk status %s: %s", path, exc)
+
+
+class TrunkProbes:
+    """OPTIONS keep-alive probes toward trunks (RFC 3261 section 11); state in TrunkState."""
+
+    def __init__(self, b2bua: B2BUA) -> None:
+        self.b2bua = b2bua
+
+    def start(self) -> None:
+        """Probe every trunk with ``options_interval`` > 0, staggered over the first second."""
+        gw = self.b2bua
+        probed = [s for s in gw.trunk_states.values() if s.trunk.options_interval > 0]
+        for i, state in enumerate(probed):
+            gw.call_later(i / max(len(probed), 1), self.probe, state)
+        gw.write_status()
+
+    def probe(self, state: TrunkState) -> None:
+        gw = self.b2bua
+        from gateway.calls.b2bua import Pending
+
+        if gw.draining:
+            return
+        trunk = state.trunk
+        target = Target(trunk.transport, trunk.host, trunk.port)
+        state.probe_seq += 1
+        seq = state.probe_seq
+        try:
+            request = make_options(gw.stack, target, gw.config.sip.domain, gw.user_agent)
+            txn = gw.layer.send_request(request, target, gw.stack.reactor.seconds())
+            txn.owner = Pending("probe", None, None, trunk=state, seq=seq)
+        except Exception:  # a probe must never stop probing
+            log.exception("trunk %s: cannot send OPTIONS", trunk.name)
+        gw.stack.flush()
+        gw.call_later(trunk.options_timeout, self.done, state, seq, None)
+        gw.call_later(trunk.options_interval, self.probe, state)
+
+    def done(self, state: TrunkState, seq: int, status: int | None) -> None:
+        """A probe's outcome: its final status, or None for no answer in time."""
+        gw = self.b2bua
+        if seq != state.probe_seq:
+            return  # already decided (answered, or timed out) or superseded
+        state.probe_seq += 1  # later outcomes of this probe are ignored
+        now = gw.stack.reactor.seconds()
+        changed = (
+            state.probe_answered(status, now) if status is not None else state.probe_failed(now)
+        )
+        if changed:
+            gw.write_status()
+
+
+def make_options(stack: SipStack, target: Target, domain: str, user_agent: str) -> Request:
+    """An out-of-dialog OPTIONS probe toward a trunk (RFC 3261 section 11)."""
+    sent_by = (stack.local.get(target.transport) or next(iter(stack.local.values()))).sent_by
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    fields: list[HeaderField] = [
+        ("via", f"SIP/2.0/{target.transport.upper()} {sent_by};branch={stack.new_branch()};rport",
+         None),
+        ("max-forwards", "70", None),
+        ("from", f"<sip:ping@{domain}>;tag={random_hex(6)}", None),
+        ("to", f"<sip:{host}:{target.port}>", None),
+        ("call-id", f"{random_hex(10)}@{domain}", None),
+        ("cseq", "1 OPTIONS", None),
+        ("user-agent", user_agent, None),
+    ]
+    return Request("OPTIONS", f"sip:{host}:{target.port}", fields)
