@@ -22,7 +22,7 @@ from gateway.sip.auth import (
     FailureTracker,
     choose_challenge,
 )
-from gateway.sip.message import Request, Response
+from gateway.sip.message import Request, Response, make_resend
 from gateway.sip.transaction import ClientTransaction, ServerTransaction
 
 if TYPE_CHECKING:
@@ -63,14 +63,8 @@ def authorized_retry(
     except AuthError as err:
         log.warning("%s: cannot answer the challenge: %s", who, err)
         return None
-    via = request.top_via
-    retry: Request = (
-        request.with_header("via", str(via.with_param("branch", branch)))
-        .with_header("cseq", f"{seq} {request.method}")
-        .with_header(
-            "authorization" if response.status == 401 else "proxy-authorization", value
-        )
-    )
+    key = "authorization" if response.status == 401 else "proxy-authorization"
+    retry = make_resend(request, seq, branch, ((key, value),))
     return retry, challenge.realm
 
 
@@ -174,13 +168,7 @@ class TrunkAuth:
         self.preauth[name] = (realm, key)
         if owner.leg is not None:
             owner.leg.local_cseq = seq
-        new_txn = gw.layer.send_request(retry, txn.target, gw.stack.reactor.seconds())
-        owner.auth += 1
-        new_txn.owner = owner
-        if call is not None and call.b_txn is txn:
-            call.b_txn = new_txn
-        if owner.leg is not None and owner.leg.invite_out is txn:
-            owner.leg.invite_out = new_txn
+        gw.resend(txn, owner, retry)
         return True
 
     def preauthorize(self, request: Request, trunk: str) -> Request:

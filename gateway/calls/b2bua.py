@@ -653,6 +653,18 @@ class B2BUA:
         elif owner.purpose == "release" and owner.leg is not None and resp.status >= 200:
             self.dialogs.pop(owner.leg.key, None)  # the transferor is gone
 
+    def resend(self, txn: ClientTransaction, owner: Pending, request: Request) -> None:
+        """Send a challenged or refused request again (``make_resend``) as a new
+        transaction that takes the old one's place for its call and leg."""
+        new_txn = self.layer.send_request(request, txn.target, self.stack.reactor.seconds())
+        owner.auth += 1
+        new_txn.owner = owner
+        call = owner.call
+        if call is not None and call.b_txn is txn:
+            call.b_txn = new_txn
+        if owner.leg is not None and owner.leg.invite_out is txn:
+            owner.leg.invite_out = new_txn
+
     def _on_invite_response(
         self, owner: Pending, txn: ClientTransaction, resp: Response, retransmission: bool
     ) -> None:

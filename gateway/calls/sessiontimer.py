@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.sip.errors import SipParseError
 from gateway.sip.ids import random_hex
-from gateway.sip.message import HeaderField, Response, make_response
+from gateway.sip.message import HeaderField, Response, make_resend, make_response
 from gateway.sip.transaction import ClientTransaction, ServerTransaction
 from gateway.sip.uri import split_commas
 
@@ -156,18 +156,10 @@ class SessionTimers:
         req = txn.request
         leg = owner.leg
         leg.local_cseq = max(leg.local_cseq, req.cseq.seq) + 1
-        via = req.top_via
-        retry = (
-            req.with_header("via", str(via.with_param("branch", gw.stack.new_branch())))
-            .with_header("cseq", f"{leg.local_cseq} INVITE")
-            .with_header("session-expires", str(max(floor, gw.config.sip.session_expires)))
-            .with_header("min-se", str(floor))
-        )
-        new_txn = gw.layer.send_request(retry, txn.target, gw.stack.reactor.seconds())
-        owner.auth += 1
-        new_txn.owner = owner
-        if owner.call is not None and owner.call.b_txn is txn:
-            owner.call.b_txn = new_txn
+        interval = str(max(floor, gw.config.sip.session_expires))
+        retry = make_resend(req, leg.local_cseq, gw.stack.new_branch(),
+                            (("session-expires", interval), ("min-se", str(floor))))
+        gw.resend(txn, owner, retry)
         return True
 
     def arm(self, leg: Leg) -> None:

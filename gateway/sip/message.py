@@ -700,6 +700,20 @@ def _sanitize(text: str) -> str:
     return text.replace('"', "'").replace("\\", "/")
 
 
+def make_resend(
+    request: Request, seq: int, branch: str, headers: Sequence[tuple[str, str]] = ()
+) -> Request:
+    """``request`` again as a new transaction: a new top-Via branch, CSeq ``seq``, and
+    ``headers`` replacing their namesakes (a challenge answered, RFC 3261 section 22.2; a
+    422 answered, RFC 4028 section 7.3)."""
+    via = request.top_via
+    out: Request = request.with_header("via", str(via.with_param("branch", branch)))
+    out = out.with_header("cseq", f"{seq} {request.method}")
+    for name, value in headers:
+        out = out.with_header(name, value)
+    return out
+
+
 def make_ack(request: Request, response: Response) -> Request:
     """ACK for a non-2xx final response, sent by the INVITE client transaction.
 

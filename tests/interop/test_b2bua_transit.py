@@ -18,7 +18,6 @@ import pytest
 from .conftest import GatewayFactory, SippClient, SippServerFactory
 from .harness import (
     GatewayProcess,
-    SippServer,
     TrunkSpec,
     free_port,
     route_all_dialplan,
@@ -36,22 +35,6 @@ def assert_no_leftovers(gw: GatewayProcess) -> None:
     text = gw.log_text()
     assert "live calls 0 dialogs 0 " in text, text[-3000:]
     assert "handler bugs 0" in text, text[-3000:]
-
-
-def settled(
-    server: SippServer, expected: tuple[int, int], timeout: float = 12.0
-) -> tuple[int, int]:
-    """The server's (successful, failed) once it reaches ``expected`` or the time is up.
-
-    SIPp writes its statistics once a second and finishes a call only after its
-    closing timewait, so counts lag the caller's result by a few seconds.
-    """
-    deadline = time.monotonic() + timeout
-    counts = server.counts()
-    while counts != expected and time.monotonic() < deadline:
-        time.sleep(0.25)
-        counts = server.counts()
-    return counts
 
 
 def _gateway(
@@ -75,7 +58,7 @@ def test_udp_2000_calls_at_100_cps(
     )
     assert result.failed == 0, result.describe()
     assert result.successful == 2000, result.describe()
-    assert settled(uas, (2000, 0)) == (2000, 0)
+    assert uas.wait_counts(2000, 12) == (2000, 0)
     assert sip_options_ping(gw.sip_udp) is not None  # still serving
     assert_no_leftovers(gw)  # nothing left behind by 2,000 calls
 
@@ -92,7 +75,7 @@ def test_tcp_200_calls(
         "uac", gw.sip_target, service=NUMBER, calls=200, rate=50, transport="t1", timeout_s=60
     )
     assert (result.successful, result.failed) == (200, 0), result.describe()
-    assert settled(uas, (200, 0)) == (200, 0)
+    assert uas.wait_counts(200, 12) == (200, 0)
 
 
 def test_tls_100_calls(gateway_factory: GatewayFactory, sipp_server: SippServerFactory) -> None:
@@ -102,7 +85,7 @@ def test_tls_100_calls(gateway_factory: GatewayFactory, sipp_server: SippServerF
     )
     result = run_calls("127.0.0.1", gw.sip_tls, str(gw.cert_path), NUMBER, 100)
     assert (result.successful, result.failed) == (100, 0), result.statuses
-    assert settled(uas, (100, 0)) == (100, 0)
+    assert uas.wait_counts(100, 12) == (100, 0)
 
 
 def test_options_answered_on_every_transport(
@@ -129,7 +112,7 @@ def test_cancel_from_caller_gives_487_and_cancels_the_callee(
     result = sipp_client("uac_cancel", gw.sip_target, service=NUMBER, calls=20, rate=10)
     assert (result.successful, result.failed) == (20, 0), result.describe()
     # the callee saw a CANCEL, answered 487 and got its ACK, for every call
-    assert settled(uas, (20, 0)) == (20, 0)
+    assert uas.wait_counts(20, 12) == (20, 0)
     assert_no_leftovers(gw)
 
 
@@ -144,8 +127,8 @@ def test_busy_is_relayed_without_failover(
     )
     result = sipp_client("uac_expect_486", gw.sip_target, service=NUMBER, calls=10, rate=10)
     assert (result.successful, result.failed) == (10, 0), result.describe()
-    assert settled(busy, (10, 0)) == (10, 0)
-    assert settled(spare, (0, 0)) == (0, 0)  # 486 never fails over
+    assert busy.wait_counts(10, 12) == (10, 0)
+    assert spare.wait_counts(0, 12) == (0, 0)  # 486 never fails over
     assert_no_leftovers(gw)
 
 
@@ -163,7 +146,7 @@ def test_decline_603_is_relayed_without_failover(
         variables={"expect": "603"},
     )
     assert (result.successful, result.failed) == (5, 0), result.describe()
-    assert settled(spare, (0, 0)) == (0, 0)
+    assert spare.wait_counts(0, 12) == (0, 0)
 
 
 def test_failover_on_503(
@@ -177,8 +160,8 @@ def test_failover_on_503(
     )
     result = sipp_client("uac", gw.sip_target, service=NUMBER, calls=20, rate=10)
     assert (result.successful, result.failed) == (20, 0), result.describe()
-    assert settled(refusing, (20, 0)) == (20, 0)  # each call tried it first
-    assert settled(good, (20, 0)) == (20, 0)
+    assert refusing.wait_counts(20, 12) == (20, 0)  # each call tried it first
+    assert good.wait_counts(20, 12) == (20, 0)
     assert_no_leftovers(gw)
 
 
@@ -199,7 +182,7 @@ def test_failover_on_transport_failure_and_on_timeout(
     )
     result = sipp_client("uac", gw.sip_target, service=NUMBER, calls=3, rate=3, timeout_s=30)
     assert (result.successful, result.failed) == (3, 0), result.describe()
-    assert settled(good, (3, 0)) == (3, 0)
+    assert good.wait_counts(3, 12) == (3, 0)
     assert_no_leftovers(gw)
 
 
@@ -214,8 +197,8 @@ def test_all_trunks_failing_gives_the_last_error(
     )
     result = sipp_client("uac_expect_503", gw.sip_target, service=NUMBER, calls=5, rate=10)
     assert (result.successful, result.failed) == (5, 0), result.describe()
-    assert settled(one, (5, 0)) == (5, 0)
-    assert settled(two, (5, 0)) == (5, 0)
+    assert one.wait_counts(5, 12) == (5, 0)
+    assert two.wait_counts(5, 12) == (5, 0)
 
 
 def test_unrouted_number_gets_404(
@@ -228,7 +211,7 @@ def test_unrouted_number_gets_404(
     )
     result = sipp_client("uac_expect_404", gw.sip_target, service="+4420123", calls=5, rate=10)
     assert (result.successful, result.failed) == (5, 0), result.describe()
-    assert settled(uas, (0, 0)) == (0, 0)
+    assert uas.wait_counts(0, 12) == (0, 0)
 
 
 def test_max_forwards_loop_and_call_limit(
@@ -392,5 +375,5 @@ def test_bye_from_callee_ends_both_legs(
         "uac_wait_bye", gw.sip_target, service=NUMBER, calls=10, rate=10, transport=transport
     )
     assert (result.successful, result.failed) == (10, 0), result.describe()
-    assert settled(uas, (10, 0)) == (10, 0)
+    assert uas.wait_counts(10, 12) == (10, 0)
     assert_no_leftovers(gw)
