@@ -54,6 +54,8 @@ CANONICAL = {
     "cseq": "CSeq",
     "www-authenticate": "WWW-Authenticate",
     "mime-version": "MIME-Version",
+    "min-se": "Min-SE",
+    "session-id": "Session-ID",
     "rack": "RAck",
     "rseq": "RSeq",
     "sip-etag": "SIP-ETag",

@@ -94,3 +94,13 @@ def test_the_gateway_keeps_refreshing_a_long_call(
     # SIPp's last screen counts each step's messages: UPDATEs came, one per refresh
     rows = [line for line in callee.log_text().splitlines() if "----------> UPDATE" in line]
     assert rows and int(rows[-1].split()[2]) >= 4, rows  # 2 calls x at least 2 refreshes
+
+
+def test_a_callees_422_is_answered_with_its_min_se(
+    gateway_factory: GatewayFactory, sipp_server: SippServerFactory, sipp_client: SippClient
+) -> None:
+    callee = sipp_server("uas_422")  # wants >= 30 s; the gateway first asks for 4 s
+    gw = _gateway(gateway_factory, callee.port)
+    result = sipp_client("uac", gw.sip_target, service=NUMBER, calls=3, rate=5)
+    assert (result.successful, result.failed) == (3, 0), result.describe()
+    assert callee.wait_counts(3, 15) == (3, 0)
