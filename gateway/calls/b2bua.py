@@ -287,7 +287,6 @@ class B2BUA:
         self.auth = TrunkAuth(self)
         self.probes = TrunkProbes(self)
         self.provisionals = ReliableProvisionals(self)
-        self.allow_header = ALLOW_HEADER
         # the carrier calls a registered trunk at sip:USERNAME@gateway: the number is in To
         self.registered_users = frozenset(
             t.username for t in config.trunks if t.register and t.username
@@ -577,54 +576,88 @@ class B2BUA:
 
     def _send_invite(self, call: Call, trunk: Trunk) -> None:
         a_req = call.invite
+        caller = a_req.from_
+        max_forwards = a_req.max_forwards
+        b, txn = self.outbound_invite(
+            call, trunk, call.number,
+            cdr_id=f"b{call.attempt + 1}",
+            caller=(caller.uri.user or "anonymous", caller.display),
+            max_forwards=DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1,
+            body=a_req.body,
+            copied=[f for f in a_req.fields if f[0] not in OWNED],
+            timers=True,
+            purpose="invite",
+        )
+        call.b = b
+        call.b_txn = txn
+
+    def outbound_invite(
+        self,
+        call: Call,
+        trunk: Trunk,
+        number: str,
+        *,
+        cdr_id: str,
+        caller: tuple[str, str | None],
+        max_forwards: int,
+        body: bytes,
+        copied: Sequence[HeaderField],
+        timers: bool,
+        purpose: str,
+    ) -> tuple[Leg, ClientTransaction]:
+        """A new outbound leg toward ``number`` on ``trunk`` and its INVITE, sent.
+
+        The leg gets its own Call-ID and tag, is entered in the dialog table and the CDR;
+        the INVITE carries the standard headers, the ``copied`` ones (byte-exact) and,
+        with ``timers``, the 100rel/session-timer offer of [sip].
+        """
         target = Target(trunk.transport, trunk.host, trunk.port)
         host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
         domain = self.config.sip.domain
-        caller = a_req.from_
-        caller_user = caller.uri.user or "anonymous"
-        from_uri = f"sip:{caller_user}@{domain}"
-        local_uri = f"{caller.display} <{from_uri}>" if caller.display else f"<{from_uri}>"
-        remote_uri = f"<sip:{call.number}@{host}>"
-        b = Leg(call, "b", f"{random_hex(10)}@{domain}", local_uri, remote_uri, target,
-                trunk.name)
-        b.local_cseq = 1
-        b.remote_target = f"sip:{call.number}@{host}:{trunk.port}"
+        user, display = caller
+        from_uri = f"sip:{user}@{domain}"
+        local_uri = f"{display} <{from_uri}>" if display else f"<{from_uri}>"
+        remote_uri = f"<sip:{number}@{host}>"
+        leg = Leg(call, cdr_id[0], f"{random_hex(10)}@{domain}", local_uri, remote_uri, target,
+                  trunk.name)
+        leg.cdr_id = cdr_id
+        leg.local_cseq = 1
+        leg.remote_target = f"sip:{number}@{host}:{trunk.port}"
         if trunk.transport != "udp":
-            b.remote_target += f";transport={trunk.transport}"
-        call.b = b
-        b.cdr_id = f"b{call.attempt + 1}"
-        self.dialogs[b.key] = b
+            leg.remote_target += f";transport={trunk.transport}"
+        leg.local_sdp = body
+        self.dialogs[leg.key] = leg
+        now = self.stack.reactor.seconds()
         if self.cdr is not None:
-            self.cdr.leg_started(call.id, b.cdr_id, "out", trunk.name, remote_uri,
-                                 self.stack.reactor.seconds(), b.call_id)
-        max_forwards = a_req.max_forwards
-        mf = DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1
+            self.cdr.leg_started(call.id, cdr_id, "out", trunk.name, remote_uri, now,
+                                 leg.call_id)
         sent_by, contact = self._local(trunk.transport)
         fields: list[HeaderField] = [
             ("via", f"SIP/2.0/{trunk.transport.upper()} {sent_by};branch="
                     f"{self.stack.new_branch()};rport", None),
-            ("max-forwards", str(mf), None),
-            ("from", f"{local_uri};tag={b.local_tag}", None),
+            ("max-forwards", str(max_forwards), None),
+            ("from", f"{local_uri};tag={leg.local_tag}", None),
             ("to", remote_uri, None),
-            ("call-id", b.call_id, None),
+            ("call-id", leg.call_id, None),
             ("cseq", "1 INVITE", None),
             ("contact", contact, None),
             ("allow", ALLOW_HEADER, None),
             ("user-agent", self.user_agent, None),
         ]
         sip = self.config.sip
-        fields.append(("supported", "100rel, timer" if sip.session_expires else "100rel", None))
-        if sip.session_expires:
-            fields.append(("session-expires", str(sip.session_expires), None))
-            fields.append(("min-se", str(sip.min_se), None))
-        fields.extend(f for f in a_req.fields if f[0] not in OWNED)
-        invite = self.auth.preauthorize(Request("INVITE", b.remote_target, fields, a_req.body),
-                                    trunk.name)
-        b.local_sdp = a_req.body
-        now = self.stack.reactor.seconds()
+        if timers:
+            fields.append(("supported", "100rel, timer" if sip.session_expires else "100rel",
+                           None))
+            if sip.session_expires:
+                fields.append(("session-expires", str(sip.session_expires), None))
+                fields.append(("min-se", str(sip.min_se), None))
+        fields.extend(copied)
+        invite = Request("INVITE", leg.remote_target, fields, body)
+        if timers:
+            invite = self.auth.preauthorize(invite, trunk.name)
         txn = self.layer.send_request(invite, target, now)
-        txn.owner = Pending("invite", call, b)
-        call.b_txn = txn
+        txn.owner = Pending(purpose, call, leg)
+        return leg, txn
 
     def _on_response(self, txn: ClientTransaction, resp: Response, retransmission: bool) -> None:
         owner = txn.owner

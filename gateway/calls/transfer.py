@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING
 from gateway.calls.sessiontimer import continue_origin
 from gateway.calls.trunks import TrunkState
 from gateway.sip.errors import SipParseError
-from gateway.sip.ids import random_hex
-from gateway.sip.message import HeaderField, Request, Response, reason_phrase
-from gateway.sip.transaction import ClientTransaction, ServerTransaction, Target
+from gateway.sip.message import HeaderField, Response, reason_phrase
+from gateway.sip.transaction import ClientTransaction, ServerTransaction
 from gateway.sip.uri import NameAddr, unescape
 
 if TYPE_CHECKING:
@@ -136,54 +135,29 @@ class Transfers:
         self._invite(call, transfer, trunk.name)
 
     def _invite(self, call: Call, transfer: Transfer, trunk_name: str) -> None:
-        from gateway.calls.b2bua import DEFAULT_MAX_FORWARDS, Leg, Pending
+        from gateway.calls.b2bua import DEFAULT_MAX_FORWARDS
 
         b2bua = self.b2bua
-        trunk = b2bua.trunks[trunk_name]
-        target = Target(trunk.transport, trunk.host, trunk.port)
-        host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
-        domain = b2bua.config.sip.domain
         transferee = transfer.transferee
         try:
             who = NameAddr.parse(transferee.remote_uri, "From").uri.user or "anonymous"
         except SipParseError:
             who = "anonymous"
-        local_uri = f"<sip:{who}@{domain}>"
-        remote_uri = f"<sip:{transfer.number}@{host}>"
-        leg = Leg(call, "t", f"{random_hex(10)}@{domain}", local_uri, remote_uri, target,
-                  trunk.name)
         transfer.count += 1
-        leg.cdr_id = f"t{transfer.count}"
-        leg.local_cseq = 1
-        leg.remote_target = f"sip:{transfer.number}@{host}:{trunk.port}"
-        if trunk.transport != "udp":
-            leg.remote_target += f";transport={trunk.transport}"
-        leg.local_sdp = transferee.remote_sdp
-        transfer.target = leg
-        b2bua.dialogs[leg.key] = leg
-        now = b2bua.stack.reactor.seconds()
-        if b2bua.cdr is not None:
-            b2bua.cdr.leg_started(call.id, leg.cdr_id, "out", trunk.name, remote_uri, now,
-                                  leg.call_id)
-        sent_by, contact = b2bua._local(trunk.transport)
-        fields: list[HeaderField] = [
-            ("via", f"SIP/2.0/{trunk.transport.upper()} {sent_by};branch="
-                    f"{b2bua.stack.new_branch()};rport", None),
-            ("max-forwards", str(DEFAULT_MAX_FORWARDS), None),
-            ("from", f"{local_uri};tag={leg.local_tag}", None),
-            ("to", remote_uri, None),
-            ("call-id", leg.call_id, None),
-            ("cseq", "1 INVITE", None),
-            ("contact", contact, None),
-            ("allow", b2bua.allow_header, None),
-            ("user-agent", b2bua.user_agent, None),
-        ]
-        if transferee.remote_sdp:
-            fields.append(("content-type", "application/sdp", None))
-        invite = Request("INVITE", leg.remote_target, fields, transferee.remote_sdp)
-        txn = b2bua.layer.send_request(invite, target, now)
-        txn.owner = Pending("transfer", call, leg)
-        transfer.txn = txn
+        body = transferee.remote_sdp
+        copied: list[HeaderField] = (
+            [("content-type", "application/sdp", None)] if body else []
+        )
+        transfer.target, transfer.txn = b2bua.outbound_invite(
+            call, b2bua.trunks[trunk_name], transfer.number,
+            cdr_id=f"t{transfer.count}",
+            caller=(who, None),
+            max_forwards=DEFAULT_MAX_FORWARDS,
+            body=body,
+            copied=copied,
+            timers=False,
+            purpose="transfer",
+        )
 
     def on_response(self, call: Call, leg: Leg, txn: ClientTransaction, resp: Response,
                     retransmission: bool) -> None:
