@@ -234,14 +234,6 @@ def render(subjects: Sequence[Subject], meta: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _sipp_version() -> str:
-    sipp = harness.require_sipp()
-    out = subprocess.run([sipp, "-v"], capture_output=True, text=True, timeout=10, check=False)
-    for line in (out.stdout + out.stderr).splitlines():
-        if "SIPp v" in line:
-            return line.strip()
-    return "unknown"
-
 
 def _sippy_version(python: str | None) -> str:
     if python is None:
@@ -252,16 +244,6 @@ def _sippy_version(python: str | None) -> str:
     )
     return out.stdout.strip() or "unknown"
 
-
-def _finite(value: object) -> object:
-    """``value`` with NaN and infinities as None, so the JSON is standard."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "python": platform.python_version(),
-        "SIPp": _sipp_version(),
+        "SIPp": harness.sipp_version(),
         "sippy": _sippy_version(sippy_python),
         "steps": f"{seconds:g} s each at {', '.join(map(str, rates))} calls/s, "
         "each B2BUA in turn at each rate",
@@ -392,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for s in subjects
         },
     }
-    args.out.with_suffix(".json").write_text(json.dumps(_finite(raw), indent=2) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(harness.json_finite(raw), indent=2) + "\n")
     if args.keep:
         print(f"work directory kept: {workdir}", file=sys.stderr)
     else:

@@ -51,7 +51,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -206,7 +205,7 @@ class Sampler:
             counters={key: _as_int(live.get(key)) for key in COUNTER_KEYS},
             status_rss_bytes=_as_int(live.get("rss_bytes")),
             rss_bytes=harness.proc_rss_bytes(pid),
-            hwm_bytes=_proc_hwm_bytes(pid),
+            hwm_bytes=harness.proc_rss_bytes(pid, "VmHWM"),
             cpu_s=round(cpu, 2),
             cpu_pct=round(cpu_pct, 1) if math.isfinite(cpu_pct) else math.nan,
             caller_open=caller_open,
@@ -226,12 +225,6 @@ class Sampler:
 def _as_int(value: object) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
-
-def _proc_hwm_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def start_gateway(
@@ -555,24 +548,6 @@ def _live(d: Mapping[str, object]) -> str:
     return " / ".join(str(d.get(k, "-")) for k in LIVE_KEYS)
 
 
-def _sipp_version() -> str:
-    sipp = harness.require_sipp()
-    out = subprocess.run([sipp, "-v"], capture_output=True, text=True, timeout=10, check=False)
-    for line in (out.stdout + out.stderr).splitlines():
-        if "SIPp v" in line:
-            return line.strip()
-    return "unknown"
-
-
-def _finite(value: object) -> object:
-    """``value`` with NaN and infinities as None, so the JSON is standard."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _log_warnings(text: str) -> list[str]:
@@ -656,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "python": platform.python_version(),
-        "SIPp": _sipp_version(),
+        "SIPp": harness.sipp_version(),
         "load": f"{args.rate:g} calls/s of {args.call_seconds:g} s calls (uac.xml -d "
         f"{int(args.call_seconds * 1000)}), {duration:g} s in total: {args.phases} phases of "
         f"{phase_s:g} s ({phase_calls} calls each, -m {phase_calls} -timeout "
@@ -703,7 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "series": [asdict(s) for s in (sampler.samples if sampler else [])],
         "gateway_log_warnings": warnings[:200],
     }
-    args.out.with_suffix(".json").write_text(json.dumps(_finite(raw), indent=1) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(harness.json_finite(raw), indent=1) + "\n")
     if args.keep:
         print(f"work directory kept: {workdir}", file=sys.stderr)
     else:

@@ -31,6 +31,7 @@ import csv
 import importlib.util
 import ipaddress
 import json
+import math
 import os
 import random
 import re
@@ -169,12 +170,34 @@ def proc_cpu_seconds(pid: int) -> float:
     return (utime + stime) / _CLK_TCK
 
 
-def proc_rss_bytes(pid: int) -> int:
-    """Resident set size of process ``pid`` in bytes (VmRSS of /proc/PID/status)."""
+def proc_rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of process ``pid`` in bytes from /proc/PID/status: VmRSS (resident
+    set size) by default, or another such as VmHWM (its peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def sipp_version() -> str:
+    """SIPp's own version line, for benchmark reports."""
+    sipp = require_sipp()
+    out = subprocess.run([sipp, "-v"], capture_output=True, text=True, timeout=10, check=False)
+    for line in (out.stdout + out.stderr).splitlines():
+        if "SIPp v" in line:
+            return line.strip()
+    return "unknown"
+
+
+def json_finite(value: object) -> object:
+    """``value`` with NaN and infinities as None, so the JSON written is standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_finite(v) for v in value]
+    return value
 
 
 def send_raw_udp(
