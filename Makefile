@@ -11,7 +11,9 @@ CONFIG ?= conf/gateway.toml
 
 # Debian packages the tests and `make run` need, as COMMAND:PACKAGE; a package is installed
 # only when its command is missing.
-DEB_NEEDS := sipp:sip-tester
+DEB_NEEDS := sipp:sip-tester baresip:baresip-core
+# Shared libraries loaded at run time (opuslib finds libopus with ctypes), as SONAME:PACKAGE.
+DEB_LIBS := libopus.so.0:libopus0
 
 # Root runs apt-get itself; anyone else goes through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo || true)
@@ -24,6 +26,9 @@ deps:
 	@missing=""; \
 	for need in $(DEB_NEEDS); do \
 	  command -v "$${need%%:*}" >/dev/null 2>&1 || missing="$$missing $${need#*:}"; \
+	done; \
+	for need in $(DEB_LIBS); do \
+	  /sbin/ldconfig -p | grep -qF "$${need%%:*} " || missing="$$missing $${need#*:}"; \
 	done; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
