@@ -20,6 +20,7 @@ from gateway.calls.b2bua import B2BUA
 from gateway.config import Config, Trunk
 from gateway.dialplan.plan import DialPlan
 from gateway.errors import ConfigError
+from gateway.media.manager import MediaManager
 from gateway.sip.transaction import Timers, TransactionLayer
 from gateway.sip.transport import SipStack
 from gateway.store.cdr import CdrStore
@@ -75,7 +76,9 @@ class Gateway:
             self.stack.tls_server_options = server_options(config.tls.cert, config.tls.key)
             self.stack.tls_client_options = client_options
         self.cdr = CdrStore(config.storage.cdr)
-        self.b2bua = B2BUA(self.stack, config, self.plan, reactor.callLater, self.cdr)
+        self.media = MediaManager(reactor, config.media) if config.media.anchor else None
+        self.b2bua = B2BUA(self.stack, config, self.plan, reactor.callLater, self.cdr,
+                           self.media)
         self.stack.user = self.b2bua
         # CDRs are written in batches: a call answered is durable within CDR_FLUSH seconds
         self._cdr_flush = LoopingCall(self.cdr.flush)
@@ -90,6 +93,11 @@ class Gateway:
             log.info("SIP listening on %s:%s", local.transport, local.sent_by)
         self.b2bua.probes.start()
         self.b2bua.registrations.start()
+        if self.media is not None:
+            media = self.config.media
+            log.info("media anchored on %s ports %d-%d (%d RTP/RTCP pairs)", media.address,
+                     media.port_range[0], media.port_range[1], self.media.pool.size)
+            _raise_fd_limit(4 * self.media.pool.size + 1024)
         self._cdr_flush.start(CDR_FLUSH, now=False)
         self._status.start(STATUS_EVERY, now=False)
 
@@ -132,12 +140,31 @@ class Gateway:
                 counters.dropped, counters.handler_errors,
             )
             self.stack.stop_listening()
+            if self.media is not None:
+                self.b2bua.write_status()
+                self.media.stop()
             for loop in (self._cdr_flush, self._status):
                 if loop.running:
                     loop.stop()
             self.cdr.close()
             self.b2bua.write_status()
             self.reactor.stop()
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Two sockets per anchored leg: lift the soft open-files limit toward the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open files limit to %d: %s", target, exc)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("open files limit %d: fewer than %d anchored calls fit", soft, soft // 4)
 
 
 def run_gateway(config: Config) -> int:

@@ -171,6 +171,11 @@ class MediaConfig:
     port_range: tuple[int, int] = (20000, 29999)
     max_mixed: int = 8
     conference_mode: ConferenceMode = "mcu"
+    anchor: bool = True  # false: SDP passes through untouched, media flows peer to peer
+    timeout: float = 60.0  # seconds without RTP from a sending peer that end the call; 0 = off
+    rtcp_interval: int = 5  # seconds between the gateway's RTCP reports on each leg
+    jitter_min: float = 0.02  # transcoder jitter buffer playout delay bounds (seconds)
+    jitter_max: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,7 +500,14 @@ def _read_media(r: TomlReader) -> MediaConfig:
         port_range=_port_range(r, "port_range", d.port_range),
         max_mixed=r.integer("max_mixed", d.max_mixed, minimum=2),
         conference_mode=r.choice("conference_mode", _CONFERENCE_MODES, d.conference_mode),
+        anchor=r.boolean("anchor", d.anchor),
+        timeout=r.number("timeout", d.timeout, minimum=0),
+        rtcp_interval=r.integer("rtcp_interval", d.rtcp_interval, minimum=1),
+        jitter_min=r.number("jitter_min", d.jitter_min, minimum=0),
+        jitter_max=r.number("jitter_max", d.jitter_max, minimum=0.02),
     )
+    if config.jitter_min > config.jitter_max:
+        r.problem(r.key("jitter_min"), "must not be larger than jitter_max")
     r.finish()
     return config
 

@@ -21,16 +21,16 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.calls.auth import TrunkAuth
+from gateway.calls.media import CallMedia, MediaRefused, side_of
 from gateway.calls.registration import Registrations
 from gateway.calls.reliable import Reliable, ReliableProvisionals
 from gateway.calls.sessiontimer import (
     SessionTimer,
     SessionTimers,
     cancel_timer,
-    continue_origin,
     has_option,
     parse_session_expires,
 )
@@ -66,6 +66,10 @@ from gateway.sip.transport import SipStack
 from gateway.sip.uri import NameAddr, unescape
 from gateway.sip.validate import validate_request
 from gateway.store.cdr import CdrStore
+
+if TYPE_CHECKING:
+    from gateway.media.manager import MediaManager
+    from gateway.media.session import MediaSession
 
 log = logging.getLogger("gateway.calls")
 
@@ -186,6 +190,7 @@ class Call:
         "ended",
         "id",
         "invite",
+        "media",
         "no_answer_timer",
         "number",
         "reason",
@@ -224,6 +229,7 @@ class Call:
         self.transfer_info: str | None = None  # for the CDR
         self.trunk_in: TrunkState | None = None  # counted against its limits until the end
         self.trunk_out: TrunkState | None = None
+        self.media: MediaSession | None = None  # anchored media ([media] anchor)
 
 
 @dataclass(slots=True)
@@ -266,6 +272,7 @@ class B2BUA:
         plan: DialPlan,
         call_later: Callable[..., Any],
         cdr: CdrStore | None = None,
+        media: MediaManager | None = None,
     ) -> None:
         self.stack = stack
         self.layer = stack.layer
@@ -287,6 +294,7 @@ class B2BUA:
         self.auth = TrunkAuth(self)
         self.probes = TrunkProbes(self)
         self.provisionals = ReliableProvisionals(self)
+        self.media = CallMedia(self, media)
         # the carrier calls a registered trunk at sip:USERNAME@gateway: the number is in To
         self.registered_users = frozenset(
             t.username for t in config.trunks if t.register and t.username
@@ -447,6 +455,14 @@ class B2BUA:
             return
         call = Call(random_hex(8), req, decision.number, decision.trunks)
         call.trunk_in = trunk_in
+        try:
+            offer = req.body if req.content_type == "application/sdp" else b""
+            self.media.start(call, offer, trunk.codecs, trunk.srtp)
+        except MediaRefused as exc:
+            self.media.end(call)
+            trunk_in.release()
+            self._reject(txn, exc.status, (self.media.warning(exc.text),), trunk.name)
+            return
         from_addr = req.from_
         # the leg's own view of both parties, without tags (they are kept apart, per leg)
         remote = NameAddr.build(
@@ -578,12 +594,22 @@ class B2BUA:
         a_req = call.invite
         caller = a_req.from_
         max_forwards = a_req.max_forwards
+        try:
+            body = self.media.offer(call, "a", a_req.body, policy=(trunk.codecs, trunk.srtp))
+        except MediaRefused as exc:
+            log.info("call %s: no media offer for trunk %s: %s", call.id, trunk.name, exc.text)
+            if exc.status == 503:
+                self._fail(call, 503, "Media Ports Exhausted",
+                           (("Retry-After", str(self.config.sip.retry_after)),))
+            else:
+                self._next_attempt(call, 488, exc.text)
+            return
         b, txn = self.outbound_invite(
             call, trunk, call.number,
             cdr_id=f"b{call.attempt + 1}",
             caller=(caller.uri.user or "anonymous", caller.display),
             max_forwards=DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1,
-            body=a_req.body,
+            body=body,
             copied=[f for f in a_req.fields if f[0] not in OWNED],
             timers=True,
             purpose="invite",
@@ -717,7 +743,14 @@ class B2BUA:
             if has_option(resp.values("require"), "100rel"):
                 if not self.provisionals.prack(b, txn, resp):
                     return  # a retransmission: PRACKed and relayed already
-            self._relay_to_a(call, resp)
+            early = resp.body
+            if early and txn.request.body:
+                try:
+                    early = self.media.answer(call, "b", early)
+                except MediaRefused as exc:
+                    log.info("call %s: early media answer refused: %s", call.id, exc.text)
+                    early = b""
+            self._relay_to_a(call, resp, early)
             return
         if status == 422 and not (call.cancelled or call.a_answered) and owner.auth < 2:
             if self.sessions.retry_interval(owner, txn, resp):
@@ -751,6 +784,17 @@ class B2BUA:
             b.remote_sdp = resp.body
         b.peer_update = has_option(resp.values("allow"), "update")
         late_offer = not txn.request.body and bool(resp.body)
+        body = resp.body
+        refused: MediaRefused | None = None
+        if body and not (call.cancelled or call.ended or call.a_answered):
+            try:
+                if late_offer:
+                    body = self.media.offer(call, "b", body)
+                else:
+                    body = self.media.answer(call, "b", body)
+            except MediaRefused as exc:
+                refused = exc
+                late_offer = False  # nothing to wait for: the call ends
         if late_offer and not (call.cancelled or call.ended or call.a_answered):
             call.deferred_ack = Deferred(txn, b)
         else:
@@ -761,9 +805,18 @@ class B2BUA:
         if call.cancelled or call.ended or call.a_answered:
             self._bye(b)
             return
+        if refused is not None:
+            log.info("call %s: callee's SDP refused: %s", call.id, refused.text)
+            b.confirmed = False
+            self._bye(b)
+            self._fail(call, refused.status, "Not Acceptable Here",
+                       (self.media.warning(refused.text),))
+            return
         self._cancel_no_answer(call)
         call.a_answered = True
         call.a.confirmed = True
+        if call.media is not None:
+            call.media.activate()  # from now on, silence ends the call ([media] timeout)
         self.stats.answered += 1
         self.sessions.start_b(b, resp)
         if self.cdr is not None:
@@ -771,10 +824,11 @@ class B2BUA:
             self.cdr.leg_answered(call.id, b.cdr_id, now)
             self.cdr.leg_answered(call.id, "a", now)
             self.cdr.call_answered(call.id, now, b.trunk)
-        self._relay_to_a(call, resp)
+        self._relay_to_a(call, resp, body)
 
-    def _relay_to_a(self, call: Call, resp: Response) -> None:
-        """Relay a provisional or 2xx response of the outbound INVITE to the caller."""
+    def _relay_to_a(self, call: Call, resp: Response, body: bytes) -> None:
+        """Relay a provisional or 2xx response of the outbound INVITE to the caller, with
+        ``body`` (the gateway's SDP toward the caller, or the callee's when not anchored)."""
         a = call.a
         _, contact = self._local(a.target.transport)
         headers: list[tuple[str, str]] = [("Contact", contact)]
@@ -788,12 +842,13 @@ class B2BUA:
                 if session.refresher == "uac":
                     headers.append(("Require", "timer"))
                 self.sessions.arm(a)
-            if resp.body:
-                a.local_sdp = resp.body
+            if body:
+                a.local_sdp = body
         out = make_response(call.invite, resp.status, resp.reason, to_tag=a.local_tag,
                             headers=headers)
-        extra = [f for f in resp.fields if f[0] not in OWNED]
-        out = Response(out.status, out.reason, [*out.fields, *extra], resp.body)
+        extra = [f for f in resp.fields
+                 if f[0] not in OWNED and (body or f[0] != "content-type")]
+        out = Response(out.status, out.reason, [*out.fields, *extra], body)
         reliable = call.reliable
         if reliable is not None:
             if resp.status < 200:
@@ -974,27 +1029,45 @@ class B2BUA:
             return
         extra: list[HeaderField] = []
         ctype = request.get("content-type")
-        if request.body and ctype is not None:
+        body = request.body
+        call = deferred.leg.call
+        origin = call.a if deferred.leg is call.b else call.b
+        refused: MediaRefused | None = None
+        if body and origin is not None:
+            try:
+                body = self.media.answer(call, side_of(call, origin), body)
+            except MediaRefused as exc:
+                refused, body = exc, b""
+        if body and ctype is not None:
             extra.append(("content-type", ctype, None))
         ack = self._in_dialog_request(
-            deferred.leg, "ACK", cseq=deferred.txn.request.cseq.seq, extra=extra,
-            body=request.body,
+            deferred.leg, "ACK", cseq=deferred.txn.request.cseq.seq, extra=extra, body=body,
         )
-        if request.body:
-            deferred.leg.local_sdp = request.body
-            call = deferred.leg.call
-            origin = call.a if deferred.leg is call.b else call.b
+        if body:
+            deferred.leg.local_sdp = body
             if origin is not None:
                 origin.remote_sdp = request.body
         self.layer.send_ack_2xx(deferred.txn, ack)
+        if refused is not None and not call.ended:
+            log.info("call %s: the answer in the ACK was refused: %s", call.id, refused.text)
+            self._released(call, refused.status, "gateway", refused.text)
+            self._bye(call.a)
+            if call.b is not None:
+                self._bye(call.b)
+            self._detach(call)
 
     def _relay_request(self, txn: ServerTransaction, leg: Leg, other: Leg) -> None:
         req = txn.request
         extra = [f for f in req.fields if f[0] not in OWNED]
         body = req.body
         sdp = bool(body) and req.content_type == "application/sdp"
-        if sdp and other.local_sdp:
-            body = continue_origin(other.local_sdp, body)
+        if sdp:
+            try:
+                body = self.media.offer(leg.call, side_of(leg.call, leg), body, to_leg=other)
+            except MediaRefused as exc:
+                self._respond(txn, exc.status, None, (self.media.warning(exc.text),),
+                              to_tag=req.to_tag)
+                return
         out = self._in_dialog_request(other, req.method, extra=extra, body=body)
         client = self.layer.send_request(out, other.target, self.stack.reactor.seconds())
         client.owner = Pending("relay", leg.call, other, txn)
@@ -1025,9 +1098,16 @@ class B2BUA:
         if 200 <= resp.status < 300 and body and owner.leg is not None and call is not None:
             owner.leg.remote_sdp = body
             origin = call.a if owner.leg is call.b else call.b
-            if origin is not None:
-                if origin.local_sdp and resp.content_type == "application/sdp":
-                    body = continue_origin(origin.local_sdp, body)
+            if origin is not None and resp.content_type == "application/sdp":
+                side = side_of(call, owner.leg)
+                try:
+                    if txn.is_invite and not txn.request.body:
+                        body = self.media.offer(call, side, body, to_leg=origin)
+                    else:
+                        body = self.media.answer(call, side, body, to_leg=origin)
+                except MediaRefused as exc:
+                    log.info("call %s: %s's SDP refused: %s", call.id, side, exc.text)
+                    body = self.media.current(call, side_of(call, origin), body)
                 origin.local_sdp = body
         out = make_response(srv.request, resp.status, resp.reason, to_tag=srv.request.to_tag)
         extra = [f for f in resp.fields if f[0] not in OWNED or f[0] in ("require", "supported")]
@@ -1109,14 +1189,42 @@ class B2BUA:
         if cdr is not None:
             now = self.stack.reactor.seconds()
             status = call.status if call.status is not None else (200 if call.a.confirmed else 0)
-            cdr.leg_ended(call.id, call.a.cdr_id, now, status)
+            cdr.leg_ended(call.id, call.a.cdr_id, now, status, **self.media.quality(call, "a"))
             b = call.b
             if b is not None and b.confirmed:
-                cdr.leg_ended(call.id, b.cdr_id, now, 200)
+                cdr.leg_ended(call.id, b.cdr_id, now, 200, **self.media.quality(call, "b"))
             cdr.call_ended(call.id, now, status, call.release_side or "gateway",
                            call.reason or why, call.transfer_info)
+        self.media.end(call)
         if not self.calls and self.on_idle is not None:
             self.on_idle()
+
+    def media_timeout(self, call: Call, why: str) -> None:
+        """A leg's peer stopped sending RTP ([media] timeout): the call ends (BYE both)."""
+        if call.ended:
+            return
+        log.info("call %s: %s, ending", call.id, why)
+        self._released(call, 200, "gateway", why)
+        for leg in (call.a, call.b):
+            if leg is not None and leg.confirmed:
+                self._bye(leg)
+        self._detach(call)
+        self.stack.flush()
+
+    def send_dtmf_info(self, call: Call, side: str, digit: str, duration_ms: int) -> None:
+        """A digit for a leg that negotiated no telephone-event: SIP INFO (dtmf-relay)."""
+        leg = call.a if side == "a" else call.b
+        if leg is None or not leg.confirmed or call.ended:
+            return
+        from gateway.media.dtmf import info_body
+
+        req = self._in_dialog_request(
+            leg, "INFO", extra=[("content-type", "application/dtmf-relay", None)],
+            body=info_body(digit, duration_ms),
+        )
+        txn = self.layer.send_request(req, leg.target, self.stack.reactor.seconds())
+        txn.owner = Pending("info", call, leg)
+        self.stack.flush()
 
     # ------------------------------------------------------------------
     # trunk probing (OPTIONS) and status
@@ -1137,6 +1245,9 @@ class B2BUA:
             "handler_errors": counters.handler_errors,
             "rss_bytes": _rss_bytes(),
         }
+        manager = self.media.manager
+        if manager is not None:
+            live.update(manager.status())
         write_status(self.status_path, self.trunk_states.values(), self.stack.reactor.seconds(),
                      live)
 

@@ -145,6 +145,16 @@ class Transfers:
             who = "anonymous"
         transfer.count += 1
         body = transferee.remote_sdp
+        if body and call.media is not None:
+            from gateway.calls.media import MediaRefused, side_of
+
+            try:
+                # anchored: the target gets the gateway's offer on the transferor's side
+                body = b2bua.media.local_offer(call, side_of(call, transfer.transferor), body)
+            except MediaRefused as exc:
+                log.info("call %s: no offer for the transfer target: %s", call.id, exc.text)
+                self._failed(call, transfer, exc.status, "Not Acceptable Here")
+                return
         copied: list[HeaderField] = (
             [("content-type", "application/sdp", None)] if body else []
         )
@@ -221,10 +231,19 @@ class Transfers:
                                                                  cseq=txn.request.cseq.seq))
         transferor, transferee = transfer.transferor, transfer.transferee
         call.transfer = None
-        # the transferee now talks to the target: offer it the target's SDP
+        # the transferee now talks to the target: offer it the target's SDP (anchored: the
+        # gateway's ports stay, the target's media is joined to them; the transferee gets
+        # its unchanged SDP again, which RFC 3264 section 8 allows)
         if resp.body:
             extra: list[HeaderField] = [("content-type", "application/sdp", None)]
-            offer = continue_origin(transferee.local_sdp, resp.body)
+            if call.media is not None:
+                from gateway.calls.media import side_of
+
+                b2bua.media.local_answer(call, side_of(call, transferor), resp.body)
+                offer = b2bua.media.current(call, side_of(call, transferee),
+                                            transferee.local_sdp)
+            else:
+                offer = continue_origin(transferee.local_sdp, resp.body)
             reoffer = b2bua._in_dialog_request(transferee, "INVITE", extra=extra, body=offer)
             transferee.local_sdp = offer
             out = b2bua.layer.send_request(reoffer, transferee.target, now)

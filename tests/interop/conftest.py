@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from .baresip import BaresipFleet, BaresipNotFoundError, require_baresip
 from .harness import (
     GatewayProcess,
     SippResult,
@@ -115,3 +116,17 @@ def gateway_factory(interop_dir: Path) -> Iterator[GatewayFactory]:
         code = gateway.stop()
         print(f"--- gateway {gateway.workdir} (exit code {code}) ---")
         print(gateway.log_tail(6000))
+
+
+@pytest.fixture
+def baresips(interop_dir: Path) -> Iterator[BaresipFleet]:
+    """A :class:`BaresipFleet` in the test's directory; fails (never skips) without baresip."""
+    missing: str | None = None
+    try:
+        require_baresip()
+    except BaresipNotFoundError as exc:
+        missing = str(exc)
+    if missing is not None:
+        pytest.fail(missing, pytrace=False)
+    with BaresipFleet(interop_dir) as fleet:
+        yield fleet

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 import wave
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,30 +31,14 @@ from .baresip import (
     Baresip,
     BaresipError,
     BaresipFleet,
-    BaresipNotFoundError,
     SrtpMode,
     parse_netstrings,
-    require_baresip,
     split_sip_trace,
 )
 
 TONE_A = 440
 TONE_B = 1000
 CALL_SECONDS = 3.0
-
-
-@pytest.fixture
-def baresips(interop_dir: Path) -> Iterator[BaresipFleet]:
-    """A :class:`BaresipFleet` in the test's directory; fails (never skips) without baresip."""
-    missing: str | None = None
-    try:
-        require_baresip()
-    except BaresipNotFoundError as exc:
-        missing = str(exc)
-    if missing is not None:
-        pytest.fail(missing, pytrace=False)
-    with BaresipFleet(interop_dir) as fleet:
-        yield fleet
 
 
 @dataclass(frozen=True)

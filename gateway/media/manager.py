@@ -1,0 +1,259 @@
+"""The media plane's Twisted adapter: UDP ports, the 20 ms media clock, RTCP and timeouts.
+
+``MediaManager`` owns the port pool and every open ``LegStream``'s sockets. Per packet it
+does the least it can: ``datagramReceived`` stamps the time and calls the stream, and
+catches whatever escapes (a bug) so that one bad packet never stops the reactor or another
+call. Work that is not per packet runs on two shared clocks, not one timer per call:
+
+- the media clock (every 20 ms, only while something is transcoded) drives every
+  transcoder's jitter buffer, decoder and encoder; when the reactor was late it runs the
+  missed ticks at once (``LoopingCall`` reports how many), counting each as late;
+- housekeeping (every second) sends RTCP reports (every ``rtcp_interval`` seconds per leg,
+  staggered) and ends calls whose peer has sent nothing for ``[media] timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import LoopingCall
+
+from gateway.config import MediaConfig
+from gateway.media.ports import PortPool, PortsExhausted
+from gateway.media.rtp import is_rtcp
+from gateway.media.stream import Address, LegStream
+
+if TYPE_CHECKING:
+    from gateway.media.session import MediaSession
+    from gateway.media.transcode import Transcoder
+
+log = logging.getLogger(__name__)
+
+FRAME = 0.02  # the media clock's period: one 20 ms frame
+_BIND_ATTEMPTS = 16
+
+
+class _RtpPort(DatagramProtocol):
+    """The RTP socket of one stream (RTCP too, when muxed)."""
+
+    def __init__(self, manager: MediaManager) -> None:
+        self.manager = manager
+        self.stream: LegStream | None = None
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+        stream = self.stream
+        if stream is None:
+            return
+        try:
+            if is_rtcp(datagram):
+                stream.on_rtcp(datagram, addr, self.manager.seconds())
+            else:
+                stream.on_rtp(datagram, addr, self.manager.seconds())
+        except Exception:  # a bug: count it, keep the port and every other call alive
+            self.manager.handler_errors += 1
+            log.exception("media port %s: error handling a datagram from %s", stream.port, addr)
+
+
+class _RtcpPort(DatagramProtocol):
+    def __init__(self, manager: MediaManager) -> None:
+        self.manager = manager
+        self.stream: LegStream | None = None
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+        stream = self.stream
+        if stream is None:
+            return
+        try:
+            stream.on_rtcp(datagram, addr, self.manager.seconds())
+        except Exception:
+            self.manager.handler_errors += 1
+            log.exception("RTCP port %s: error handling a datagram from %s", stream.port + 1,
+                          addr)
+
+
+class _Sockets:
+    __slots__ = ("rtcp", "rtcp_proto", "rtp", "rtp_proto")
+
+    def __init__(self, rtp: Any, rtp_proto: _RtpPort, rtcp: Any, rtcp_proto: _RtcpPort) -> None:
+        self.rtp = rtp
+        self.rtp_proto = rtp_proto
+        self.rtcp = rtcp
+        self.rtcp_proto = rtcp_proto
+
+
+class MediaManager:
+    def __init__(self, reactor: Any, config: MediaConfig) -> None:
+        self.reactor = reactor
+        self.seconds = reactor.seconds
+        self.config = config
+        self.address = config.address
+        self.pool = PortPool(*config.port_range)
+        self.sockets: dict[LegStream, _Sockets] = {}
+        self.sessions: set[MediaSession] = set()
+        self.transcoders: list[Transcoder] = []
+        self.handler_errors = 0
+        self.late_ticks = 0  # media clock ticks run late (the reactor was busy)
+        self.ticks = 0
+        self.timeouts = 0
+        self.closed_totals: dict[str, int] = {}
+        self._clock: LoopingCall | None = None
+        self._house = LoopingCall(self._housekeeping)
+        self._house.clock = reactor
+        self._house_started = False
+        self._rtcp_turn = 0
+
+    def now(self) -> float:
+        return float(self.seconds())
+
+    # ------------------------------------------------------------------ sessions
+    def new_session(self, call_id: str, **callbacks: Any) -> MediaSession:
+        from gateway.media.session import MediaSession
+
+        session = MediaSession(self, call_id, **callbacks)
+        self.sessions.add(session)
+        if not self._house_started:
+            self._house_started = True
+            self._house.start(1.0, now=False)
+        return session
+
+    def session_closed(self, session: MediaSession) -> None:
+        self.sessions.discard(session)
+
+    # ------------------------------------------------------------------ ports
+    def open_stream(self, session: MediaSession) -> LegStream:
+        """A new stream on a free RTP/RTCP port pair (PortsExhausted when there is none)."""
+        failed: list[int] = []
+        try:
+            for _ in range(_BIND_ATTEMPTS):
+                port = self.pool.allocate()
+                rtp_proto, rtcp_proto = _RtpPort(self), _RtcpPort(self)
+                try:
+                    rtp = self.reactor.listenUDP(port, rtp_proto, interface=self.address)
+                except CannotListenError:
+                    failed.append(port)
+                    continue
+                try:
+                    rtcp = self.reactor.listenUDP(port + 1, rtcp_proto, interface=self.address)
+                except CannotListenError:
+                    rtp.stopListening()
+                    failed.append(port)
+                    continue
+                stream = LegStream(port, rtp.write, rtcp.write)
+                rtp_proto.stream = rtcp_proto.stream = stream
+                self.sockets[stream] = _Sockets(rtp, rtp_proto, rtcp, rtcp_proto)
+                return stream
+            raise PortsExhausted(f"no bindable RTP port pair in {_BIND_ATTEMPTS} attempts")
+        finally:
+            for port in failed:
+                self.pool.release(port)
+
+    def close_stream(self, stream: LegStream) -> None:
+        sockets = self.sockets.pop(stream, None)
+        if sockets is None:
+            return
+        sockets.rtp_proto.stream = sockets.rtcp_proto.stream = None
+        sockets.rtp.stopListening()
+        sockets.rtcp.stopListening()
+        self.pool.release(stream.port)
+        totals = self.closed_totals
+        for name, value in stream.counters.as_dict().items():
+            totals[name] = totals.get(name, 0) + value
+
+    # ------------------------------------------------------------------ media clock
+    def add_transcoder(self, transcoder: Transcoder) -> None:
+        self.transcoders.append(transcoder)
+        if self._clock is None:
+            self._clock = LoopingCall.withCount(self._tick)
+            self._clock.clock = self.reactor
+            self._clock.start(FRAME, now=False)
+
+    def remove_transcoder(self, transcoder: Transcoder) -> None:
+        try:
+            self.transcoders.remove(transcoder)
+        except ValueError:
+            return
+        if not self.transcoders and self._clock is not None:
+            clock, self._clock = self._clock, None
+            if clock.running:
+                clock.stop()
+
+    def _tick(self, count: int) -> None:
+        now = self.now()
+        if count > 1:
+            self.late_ticks += count - 1
+        for i in range(count):
+            at = now - (count - 1 - i) * FRAME
+            for transcoder in list(self.transcoders):
+                try:
+                    transcoder.tick(at)
+                except Exception:
+                    self.handler_errors += 1
+                    log.exception("call %s: transcoder failed", transcoder.session.call_id)
+                    self.remove_transcoder(transcoder)
+        self.ticks += count
+
+    # ------------------------------------------------------------------ housekeeping
+    def _housekeeping(self) -> None:
+        now = self.now()
+        timeout = self.config.timeout
+        interval = max(1, self.config.rtcp_interval)
+        self._rtcp_turn = (self._rtcp_turn + 1) % interval
+        for session in list(self.sessions):
+            try:
+                self._keep(session, now, timeout, interval)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("call %s: media housekeeping failed", session.call_id)
+
+    def _keep(self, session: MediaSession, now: float, timeout: float, interval: int) -> None:
+        for side in session.sides.values():
+            stream = side.stream
+            if stream is None or side.codec is None:
+                continue
+            if hash(stream) % interval == self._rtcp_turn:
+                stream.rtcp_report(now, session.cname, session.ssrc)
+            if (
+                timeout > 0
+                and stream.sends
+                and session.active
+                and session.mode != "none"
+                and now - stream.last_rx > timeout
+                and session.on_timeout is not None
+            ):
+                self.timeouts += 1
+                callback, session.on_timeout = session.on_timeout, None
+                callback("media timeout")
+                return
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, object]:
+        totals = dict(self.closed_totals)
+        for stream in self.sockets:
+            for name, value in stream.counters.as_dict().items():
+                totals[name] = totals.get(name, 0) + value
+        return {
+            "media_sessions": len(self.sessions),
+            "media_streams": len(self.sockets),
+            "media_ports_free": self.pool.free,
+            "media_ports_total": self.pool.size,
+            "transcoders": len(self.transcoders),
+            "media_handler_errors": self.handler_errors,
+            "media_late_ticks": self.late_ticks,
+            "media_timeouts": self.timeouts,
+            **{f"rtp_{name}": value for name, value in sorted(totals.items())},
+        }
+
+    def stop(self) -> None:
+        for session in list(self.sessions):
+            session.close()
+        if self._clock is not None and self._clock.running:
+            self._clock.stop()
+        if self._house.running:
+            self._house.stop()
+
+
+def address_of(addr: Address) -> str:
+    return f"{addr[0]}:{addr[1]}"

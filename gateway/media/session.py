@@ -1,0 +1,445 @@
+"""A call's media session: two anchored legs ("a" and "b"), joined by a relay or transcoders.
+
+The B2BUA hands every SDP it receives to the session and sends what the session returns:
+
+- ``offer(side, body)``: the peer on ``side`` made an offer; returns the gateway's offer
+  toward the other side (the other side's ports, SRTP keys and codecs).
+- ``answer(side, body)``: the peer on ``side`` answered the gateway's offer; returns the
+  gateway's answer toward the offerer, and joins the legs: relayed when both use the same
+  codec, transcoded otherwise.
+- ``local_offer(side)`` / ``local_answer(side, body)``: an offer the gateway makes on its
+  own toward ``side`` (a transfer target), built from what the other side already uses.
+- ``current(side)``: the last SDP the gateway sent toward ``side`` (for session refreshes).
+
+Errors are ``SdpError`` (the SIP layer answers 488 with a Warning) and ``PortsExhausted``
+(503). A failed offer leaves the session as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.media import negotiate as neg
+from gateway.media.sdp import Codec, Crypto, Media, SdpError
+from gateway.media.rtp import payload_end
+from gateway.media.srtp import SrtpContext, SrtpError, generate_master
+from gateway.media.stream import KIND_AUDIO, KIND_CN, KIND_EVENT, LegStream, Sink
+from gateway.sip.ids import random_hex
+
+if TYPE_CHECKING:
+    from gateway.media.manager import MediaManager
+    from gateway.media.transcode import Transcoder
+
+log = logging.getLogger(__name__)
+
+SIDES = ("a", "b")
+
+
+def _other(side: str) -> str:
+    return "b" if side == "a" else "a"
+
+
+@dataclass(slots=True)
+class Policy:
+    """What one side may use: its trunk's codecs and SRTP mode."""
+
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    srtp: str = "off"  # off | optional | mandatory
+
+
+@dataclass(slots=True)
+class Side:
+    """The gateway's view of one leg's media negotiation."""
+
+    policy: Policy
+    stream: LegStream | None = None
+    session_id: str = field(default_factory=neg.session_id)
+    version: int = 0
+    last_core: bytes = b""  # the last SDP sent, rendered at version 0 (change detection)
+    last_body: bytes = b""
+    peer: neg.PeerMedia | None = None  # the peer's last SDP (offer or answer)
+    codec: Codec | None = None  # the codec on this leg (the peer's payload number)
+    event: Codec | None = None  # telephone-event on this leg, if any
+    offered: tuple[list[Codec], list[Codec], list[Crypto]] | None = None  # our last offer
+    answer_body: bytes = b""  # the peer's last answer to it, as received
+    masters: dict[str, bytes] = field(default_factory=dict)  # our SRTP keys, per suite
+    srtp: tuple[str, bytes, bytes] | None = None  # (suite, our key, the peer's key)
+
+    def key_for(self, suite: str) -> bytes:
+        master = self.masters.get(suite)
+        if master is None:
+            master = self.masters[suite] = generate_master(suite)
+        return master
+
+
+class MediaSession:
+    """The media of one call."""
+
+    def __init__(
+        self,
+        manager: MediaManager,
+        call_id: str,
+        *,
+        on_timeout: Callable[[str], None] | None = None,
+        on_dtmf: Callable[[str, str, int], None] | None = None,
+    ) -> None:
+        self.manager = manager
+        self.call_id = call_id
+        self.sides = {"a": Side(Policy()), "b": Side(Policy())}
+        self.pending: str | None = None  # the side whose offer awaits an answer
+        self.mode = "none"  # none | relay | transcode
+        self.transcoders: list[Transcoder] = []
+        self.on_timeout = on_timeout
+        self.on_dtmf = on_dtmf  # (side to send on, digit, duration ms): SIP INFO
+        self.closed = False
+        self.active = False  # answered: the media timeout applies
+        self.cname = f"acs-gateway-{random_hex(4)}".encode()
+        self.ssrc = int(random_hex(4), 16)
+
+    # ------------------------------------------------------------------ policy
+    def set_policy(self, side: str, codecs: Sequence[str], srtp: str) -> None:
+        self.sides[side].policy = Policy(tuple(codecs), srtp)
+
+    def activate(self) -> None:
+        """The call is answered: silence from a sending peer now counts toward the timeout."""
+        self.active = True
+        now = self.manager.now()
+        for side in self.sides.values():
+            if side.stream is not None:
+                side.stream.last_rx = now
+
+    def stream(self, side: str) -> LegStream | None:
+        return self.sides[side].stream
+
+    def current(self, side: str) -> bytes:
+        return self.sides[side].last_body
+
+    # ------------------------------------------------------------------ offer/answer
+    def check_offer(self, side: str, body: bytes) -> None:
+        """Raise SdpError when ``side``'s offer cannot be taken (before routing the call)."""
+        self._check_srtp_offer(side, neg.parse_peer(body))
+
+    def offer(self, side: str, body: bytes) -> bytes:
+        """``side``'s peer offers ``body``; the gateway's offer toward the other side."""
+        peer = neg.parse_peer(body)
+        mine = self.sides[side]
+        self._check_srtp_offer(side, peer)
+        to = _other(side)
+        out = self._make_offer(to, peer)
+        mine.peer = peer
+        self.pending = side
+        return out
+
+    def local_offer(self, side: str) -> bytes:
+        """An offer toward ``side`` made by the gateway itself, from the other side's media."""
+        other = self.sides[_other(side)]
+        self.pending = None
+        return self._make_offer(side, other.peer)
+
+    def answer(self, side: str, body: bytes) -> bytes:
+        """``side``'s peer answers the gateway's offer; the answer toward the offerer.
+
+        The same answer again (a 2xx repeating its 18x) changes nothing and gets the same
+        body back; a different one (RFC 3261 13.2.1 lets a 2xx differ from an unreliable
+        18x) is taken as the answer.
+        """
+        offerer = _other(side)
+        mine = self.sides[side]
+        if mine.offered is None or self.sides[offerer].peer is None:
+            raise SdpError("an answer without an offer")
+        if body == mine.answer_body and self.pending is None:
+            return self.sides[offerer].last_body
+        self._take_answer(side, body)
+        out = self._make_answer(offerer, mine.codec)
+        self.pending = None
+        self._join()
+        return out
+
+    def local_answer(self, side: str, body: bytes) -> None:
+        """``side``'s peer answered ``local_offer``: join it to what the other side uses."""
+        self._take_answer(side, body)
+        self._join()
+
+    # ------------------------------------------------------------------ internals
+    def _check_srtp_offer(self, side: str, peer: neg.PeerMedia) -> None:
+        mode = self.sides[side].policy.srtp
+        if peer.secure and mode == "off":
+            raise SdpError("SRTP offered but srtp is off for this trunk")
+        if peer.secure and not peer.crypto:
+            raise SdpError("RTP/SAVP without a usable a=crypto line (SDES)")
+        if mode == "mandatory" and not peer.crypto:
+            raise SdpError("SRTP (SDES a=crypto) is mandatory for this trunk")
+
+    def _ensure_stream(self, side: str) -> LegStream:
+        mine = self.sides[side]
+        if mine.stream is None:
+            mine.stream = self.manager.open_stream(self)
+        return mine.stream
+
+    def _render(self, side: str, **kwargs: object) -> bytes:
+        mine = self.sides[side]
+        core = neg.render(session_id=mine.session_id, version=0, **kwargs)  # type: ignore[arg-type]
+        if core != mine.last_core:
+            if mine.last_core:
+                mine.version += 1
+            mine.last_core = core
+            mine.last_body = neg.render(
+                session_id=mine.session_id, version=mine.version, **kwargs  # type: ignore[arg-type]
+            )
+        return mine.last_body
+
+    def _make_offer(self, to: str, source: neg.PeerMedia | None) -> bytes:
+        target = self.sides[to]
+        codecs, events = neg.offer_codecs(source, target.policy.codecs)
+        stream = self._ensure_stream(to)
+        mode = target.policy.srtp
+        crypto = (
+            [Crypto.make(tag, suite, target.key_for(suite))
+             for tag, suite in enumerate(neg.OFFER_SUITES, 1)]
+            if mode != "off" else []
+        )
+        target.offered = (codecs, events, crypto)
+        return self._render(
+            to,
+            address=self.manager.address,
+            port=stream.port,
+            codecs=[*codecs, *events],
+            secure=mode == "mandatory",
+            crypto=crypto,
+            rtcp_mux=False,
+            direction=source.direction if source is not None else "sendrecv",
+        )
+
+    def _take_answer(self, side: str, body: bytes) -> None:
+        """Read the answer ``side``'s peer gave to the gateway's offer and set up its leg."""
+        mine = self.sides[side]
+        if mine.offered is None:
+            raise SdpError("an answer to no offer of the gateway")
+        codecs, events, crypto = mine.offered
+        peer = neg.parse_peer(body)
+        by_pt = {c.pt: c for c in codecs}
+        chosen = None
+        for codec in peer.codecs:
+            ours = by_pt.get(codec.pt)
+            if ours is not None and ours.key == codec.key:
+                chosen = codec
+                break
+        if chosen is None:
+            raise SdpError("the answer has none of the offered codecs")
+        event = None
+        for codec in peer.events:
+            if any(e.pt == codec.pt and e.clock == codec.clock for e in events):
+                event = codec
+                break
+        srtp = None
+        if crypto:
+            for line in peer.crypto:
+                for mine_line in crypto:
+                    if mine_line.tag == line.tag and mine_line.suite == line.suite:
+                        srtp = (mine_line.suite, mine_line.master(), line.master())
+                        break
+                if srtp is not None:
+                    break
+            if srtp is None and (mine.policy.srtp == "mandatory" or peer.secure):
+                raise SdpError("the answer accepts none of the offered SRTP suites")
+        mine.peer = peer
+        mine.codec = chosen
+        mine.event = event
+        mine.answer_body = body
+        self._configure(side, peer, srtp)
+
+    def _make_answer(self, side: str, far: Codec | None) -> bytes:
+        """The gateway's answer to ``side``'s pending offer, given the far side's codec."""
+        mine = self.sides[side]
+        peer = mine.peer
+        if peer is None:
+            raise SdpError("no offer to answer")
+        codec = neg.answer_codec(peer, mine.policy.codecs, far.key if far else None)
+        event = neg.answer_event(peer, codec)
+        chosen = neg.answer_crypto(peer) if mine.policy.srtp != "off" else None
+        crypto: list[Crypto] = []
+        srtp = None
+        if chosen is not None:
+            theirs, _ = chosen
+            ours = Crypto.make(theirs.tag, theirs.suite, mine.key_for(theirs.suite))
+            crypto = [ours]
+            srtp = (theirs.suite, ours.master(), theirs.master())
+        mine.codec = codec
+        mine.event = event
+        stream = self._ensure_stream(side)
+        self._configure(side, peer, srtp)
+        rejected = [m for i, m in enumerate(peer.sdp.media) if i != peer.index]
+        return self._render(
+            side,
+            address=self.manager.address,
+            port=stream.port,
+            codecs=[codec, *([event] if event else [])],
+            secure=peer.secure,
+            crypto=crypto,
+            rtcp_mux=peer.rtcp_mux,
+            direction=neg.REVERSE_DIRECTION[peer.direction],
+            index=peer.index,
+            lines=peer.lines,
+            rejected=_rejectable(rejected),
+        )
+
+    def _configure(
+        self, side: str, peer: neg.PeerMedia, srtp: tuple[str, bytes, bytes] | None
+    ) -> None:
+        mine = self.sides[side]
+        stream = self._ensure_stream(side)
+        stream.relearn()
+        if peer.address is not None:
+            stream.remote = (peer.address, peer.port)
+            stream.remote_rtcp = (peer.rtcp_address or peer.address, peer.rtcp_port)
+        else:
+            stream.remote = None
+        stream.rtcp_mux = peer.rtcp_mux
+        stream.sends = peer.sends
+        stream.receives = peer.receives
+        codec = mine.codec
+        kinds = bytearray(128)
+        if codec is not None:
+            kinds[codec.pt] = KIND_AUDIO
+            stream.clock = codec.clock
+            stream.codec_name = codec.name
+        if mine.event is not None:
+            kinds[mine.event.pt] = KIND_EVENT
+        for other in peer.codecs:
+            if other.key == ("cn", 8000, 1):
+                kinds[other.pt] = KIND_CN
+        stream.pt_kind = kinds
+        if srtp != mine.srtp:
+            mine.srtp = srtp
+            if srtp is None:
+                stream.srtp_in = stream.srtp_out = None
+            else:
+                suite, ours, theirs = srtp
+                try:
+                    stream.srtp_out = SrtpContext(suite, ours, inbound=False)
+                    stream.srtp_in = SrtpContext(suite, theirs, inbound=True)
+                except SrtpError as exc:
+                    raise SdpError(f"unusable SRTP key: {exc}") from None
+        stream.last_rx = self.manager.now()
+
+    def _join(self) -> None:
+        """Connect the legs: relay when both sides use one codec, else transcode."""
+        a, b = self.sides["a"], self.sides["b"]
+        sa, sb = a.stream, b.stream
+        for t in self.transcoders:
+            self.manager.remove_transcoder(t)
+        self.transcoders = []
+        if sa is None or sb is None or a.codec is None or b.codec is None:
+            self.mode = "none"
+            return
+        if a.codec.key == b.codec.key:
+            self.mode = "relay"
+            sa.sink = self._relay(sa, a, sb, b)
+            sb.sink = self._relay(sb, b, sa, a)
+        else:
+            from gateway.media.transcode import Transcoder
+
+            self.mode = "transcode"
+            ab = Transcoder(self, sa, a.codec, sb, b.codec, b.event, "b", a.event)
+            ba = Transcoder(self, sb, b.codec, sa, a.codec, a.event, "a", b.event)
+            sa.sink = ab.push
+            sb.sink = ba.push
+            self.transcoders = [ab, ba]
+            for t in self.transcoders:
+                self.manager.add_transcoder(t)
+        log.debug("call %s: media %s (%s <-> %s)", self.call_id, self.mode, a.codec.name,
+                  b.codec.name)
+
+    def _relay(self, src: LegStream, src_side: Side, dst: LegStream, dst_side: Side) -> Sink:
+        """The relay path src -> dst: payload types mapped, SRTP re-keyed, nothing decoded."""
+        pt_map = bytearray(range(128))
+        drop = bytearray(128)
+        assert src_side.codec is not None and dst_side.codec is not None
+        pt_map[src_side.codec.pt] = dst_side.codec.pt
+        src_event, dst_event = src_side.event, dst_side.event
+        events_to_info = False
+        if src_event is not None:
+            if dst_event is not None and dst_event.clock == src_event.clock:
+                pt_map[src_event.pt] = dst_event.pt
+            else:
+                drop[src_event.pt] = 1
+                events_to_info = True
+        send_rtp = dst.send_rtp
+        sender = dst.sender
+        clock = dst_side.codec.clock
+        tracker = None
+        dst_name = "a" if dst_side is self.sides["a"] else "b"
+        if events_to_info and self.on_dtmf is not None:
+            from gateway.media.dtmf import EventTracker
+
+            tracker = EventTracker(src_event.clock if src_event else 8000)
+        on_dtmf = self.on_dtmf
+
+        def relay(data: bytes, pt: int, seq: int, ts: int, ssrc: int, marker: bool,
+                  offset: int, kind: int, now: float) -> None:
+            if drop[pt]:
+                if tracker is not None and on_dtmf is not None:
+                    from gateway.media.dtmf import Event
+
+                    try:
+                        event = Event.parse(data[offset:payload_end(data)])
+                        done = tracker.feed(ts, event, now, marker=marker)
+                    except ValueError:
+                        return
+                    if done is not None:
+                        on_dtmf(dst_name, done[0], done[1])
+                return
+            out = pt_map[pt]
+            if out != pt:
+                data = bytes((data[0], (data[1] & 0x80) | out)) + data[2:]
+            if ssrc != dst.sender_ssrc:
+                dst.sender_ssrc = ssrc
+            sender.update(ts, len(data) - offset, now, clock)
+            send_rtp(data)
+
+        return relay
+
+    # ------------------------------------------------------------------ end
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for t in self.transcoders:
+            self.manager.remove_transcoder(t)
+        self.transcoders = []
+        for side in self.sides.values():
+            if side.stream is not None:
+                self.manager.close_stream(side.stream)
+                side.stream = None
+        self.manager.session_closed(self)
+
+    def quality(self, side: str) -> dict[str, object]:
+        """The leg's media figures for the CDR: codec, packets, loss, jitter, MOS."""
+        from gateway.media.quality import mos
+
+        mine = self.sides[side]
+        stream = mine.stream
+        if stream is None:
+            return {}
+        stats = stream.stats
+        expected = stats.expected if stream.ssrc >= 0 else 0
+        lost = max(stats.lost, 0) if stream.ssrc >= 0 else 0
+        loss_pct = 100.0 * lost / expected if expected > 0 else 0.0
+        delay_ms = (stream.rtt or 0.0) * 500.0 + 20.0
+        codec = mine.codec.name if mine.codec else None
+        return {
+            "codec": codec,
+            "packets_in": stream.counters.packets_in,
+            "packets_out": stream.counters.packets_out,
+            "lost": lost,
+            "jitter_ms": round(stats.jitter_ms, 3) if stream.ssrc >= 0 else 0.0,
+            "mos": round(mos(delay_ms, loss_pct, (codec or "PCMU")), 2)
+            if stream.counters.packets_in else None,
+        }
+
+
+def _rejectable(media: Sequence[Media]) -> list[Media]:
+    return list(media)
