@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     trunks = command("trunks", "print each trunk's state as the running gateway last wrote it")
     trunks.add_argument("--json", action="store_true", help="print the state file as JSON")
     trunks.set_defaults(handler=_trunks)
+    calls = command("calls", "print the media of calls in progress (codec, packets, loss, MOS)")
+    calls.add_argument("--json", action="store_true", help="print the calls file as JSON")
+    calls.set_defaults(handler=_calls)
     return parser
 
 
@@ -188,6 +191,34 @@ def _trunks(args: argparse.Namespace) -> int:
             f"calls {trunk['active_calls']} (max {trunk['max_calls'] or '-'}), "
             f"refused {trunk['refused']}  {trunk['uri']}{registered}"
         )
+    return 0
+
+
+def _calls(args: argparse.Namespace) -> int:
+    """Live media per call (calls.json beside the CDR database, written with trunks.json)."""
+    config = load_config(args.config)
+    path = config.storage.cdr.parent / "calls.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"no call state yet (is the gateway running with [media] anchor?): {path}")
+        return 0
+    except (OSError, ValueError) as exc:
+        raise ConfigError([Problem(str(path), "(file)", f"cannot read: {exc}")]) from exc
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    stamp = datetime.fromtimestamp(float(doc["time"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"as of {stamp}: {len(doc['calls'])} calls with media")
+    for call_id, call in sorted(doc["calls"].items()):
+        for leg, q in sorted(call["legs"].items()):
+            print(
+                f"{call_id} {leg} {call['mode']:<9} {_cell(q.get('codec')):<5} "
+                f"in {q.get('packets_in', 0)} out {q.get('packets_out', 0)} "
+                f"lost {q.get('lost', 0)} jitter {_cell(q.get('jitter_ms'))} ms "
+                f"rtt {_cell(q.get('rtt_ms'))} ms MOS {_cell(q.get('mos'))} "
+                f"{q.get('srtp') or 'RTP'}"
+            )
     return 0
 
 

@@ -35,7 +35,7 @@ from gateway.calls.sessiontimer import (
     parse_session_expires,
 )
 from gateway.calls.transfer import Transfer, Transfers
-from gateway.calls.trunks import TrunkProbes, TrunkState, write_status
+from gateway.calls.trunks import TrunkProbes, TrunkState, write_json, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
 from gateway.sip.errors import SipParseError
@@ -1246,10 +1246,13 @@ class B2BUA:
             "rss_bytes": _rss_bytes(),
         }
         manager = self.media.manager
+        now = self.stack.reactor.seconds()
         if manager is not None:
             live.update(manager.status())
-        write_status(self.status_path, self.trunk_states.values(), self.stack.reactor.seconds(),
-                     live)
+            # per-call media quality, for `acs-gateway calls`
+            write_json(self.status_path.with_name("calls.json"),
+                       {"time": now, "calls": manager.calls()})
+        write_status(self.status_path, self.trunk_states.values(), now, live)
 
 
 def _rss_bytes() -> int:

@@ -150,14 +150,19 @@ def write_status(
     Read by ``acs-gateway trunks`` and by benchmarks watching for growth.
     """
     doc = {"time": now, "trunks": [s.snapshot() for s in states], "gateway": gateway or {}}
+    write_json(path, doc)
+
+
+def write_json(path: Path, doc: object) -> None:
+    """Write ``doc`` as JSON to ``path`` atomically (a reader never sees half a file)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".trunks.")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.")
         with os.fdopen(fd, "w") as out:
             json.dump(doc, out, indent=1)
         os.replace(tmp, path)
     except OSError as exc:
-        log.warning("cannot write trunk status %s: %s", path, exc)
+        log.warning("cannot write status file %s: %s", path, exc)
 
 
 class TrunkProbes:

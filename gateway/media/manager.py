@@ -246,6 +246,16 @@ class MediaManager:
             **{f"rtp_{name}": value for name, value in sorted(totals.items())},
         }
 
+    def calls(self, limit: int = 1000) -> dict[str, object]:
+        """Live media of up to ``limit`` calls, by call id (for the status file)."""
+        out: dict[str, object] = {}
+        for session in self.sessions:
+            if len(out) >= limit:
+                break
+            if session.mode != "none":
+                out[session.call_id] = session.live()
+        return out
+
     def stop(self) -> None:
         for session in list(self.sessions):
             session.close()

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.media import negotiate as neg
-from gateway.media.sdp import Codec, Crypto, Media, SdpError
 from gateway.media.rtp import payload_end
+from gateway.media.sdp import Codec, Crypto, Media, SdpError
 from gateway.media.srtp import SrtpContext, SrtpError, generate_master
 from gateway.media.stream import KIND_AUDIO, KIND_CN, KIND_EVENT, LegStream, Sink
 from gateway.sip.ids import random_hex
@@ -417,7 +417,8 @@ class MediaSession:
         self.manager.session_closed(self)
 
     def quality(self, side: str) -> dict[str, object]:
-        """The leg's media figures for the CDR: codec, packets, loss, jitter, MOS."""
+        """The leg's media figures for the CDR and the live view: codec, packets and bytes
+        each way, loss, jitter, round trip (from the peer's RTCP) and an E-model MOS."""
         from gateway.media.quality import mos
 
         mine = self.sides[side]
@@ -425,19 +426,34 @@ class MediaSession:
         if stream is None:
             return {}
         stats = stream.stats
-        expected = stats.expected if stream.ssrc >= 0 else 0
-        lost = max(stats.lost, 0) if stream.ssrc >= 0 else 0
+        heard = stream.ssrc >= 0
+        expected = stats.expected if heard else 0
+        lost = max(stats.lost, 0) if heard else 0
         loss_pct = 100.0 * lost / expected if expected > 0 else 0.0
-        delay_ms = (stream.rtt or 0.0) * 500.0 + 20.0
+        rtt = stream.rtt
+        # one-way delay: half the round trip, plus a 20 ms packet and the jitter buffer
+        delay_ms = (rtt or 0.0) * 500.0 + 20.0 + 2.0 * stats.jitter_ms
         codec = mine.codec.name if mine.codec else None
+        counters = stream.counters
         return {
             "codec": codec,
-            "packets_in": stream.counters.packets_in,
-            "packets_out": stream.counters.packets_out,
+            "packets_in": counters.packets_in,
+            "packets_out": counters.packets_out,
+            "bytes_in": counters.bytes_in,
+            "bytes_out": counters.bytes_out,
             "lost": lost,
-            "jitter_ms": round(stats.jitter_ms, 3) if stream.ssrc >= 0 else 0.0,
-            "mos": round(mos(delay_ms, loss_pct, (codec or "PCMU")), 2)
-            if stream.counters.packets_in else None,
+            "jitter_ms": round(stats.jitter_ms, 3) if heard else 0.0,
+            "rtt_ms": round(rtt * 1000.0, 3) if rtt is not None else None,
+            "mos": round(mos(delay_ms, loss_pct, codec or "PCMU"), 2)
+            if counters.packets_in else None,
+            "srtp": mine.srtp[0] if mine.srtp else None,
+        }
+
+    def live(self) -> dict[str, object]:
+        """The call's media as the status file shows it."""
+        return {
+            "mode": self.mode,
+            "legs": {name: self.quality(name) for name in SIDES if self.sides[name].stream},
         }
 
 

@@ -59,7 +59,7 @@ __all__ = [
 
 log = logging.getLogger("gateway.store.cdr")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 #: Rows of ended calls kept while the database is unwritable before the oldest are dropped.
 DEFAULT_MAX_PENDING: Final = 100_000
 #: Seconds a flush waits for another writer's lock (it runs on the reactor thread).
@@ -101,6 +101,10 @@ LEG_COLUMNS: Final = (
     "jitter_ms",
     "mos",
     "sip_call_id",
+    "bytes_in",
+    "bytes_out",
+    "rtt_ms",
+    "srtp",
 )
 TURN_USAGE_COLUMNS: Final = (
     "username",
@@ -151,6 +155,10 @@ CREATE TABLE IF NOT EXISTS cdr_legs (
     jitter_ms REAL,
     mos REAL,
     sip_call_id TEXT,
+    bytes_in INTEGER,
+    bytes_out INTEGER,
+    rtt_ms REAL,
+    srtp TEXT,
     PRIMARY KEY (call_id, leg_id)
 );
 CREATE TABLE IF NOT EXISTS turn_usage (
@@ -176,7 +184,15 @@ _MEDIA_FIELDS: Final[dict[str, tuple[type, ...]]] = {
     "lost": (int,),
     "jitter_ms": (int, float),
     "mos": (int, float),
+    "bytes_in": (int,),
+    "bytes_out": (int,),
+    "rtt_ms": (int, float),
+    "srtp": (str,),
 }
+# Columns added to cdr_legs after schema version 1 (ALTER TABLE on an older database).
+_LEG_COLUMNS_V2: Final = (
+    ("bytes_in", "INTEGER"), ("bytes_out", "INTEGER"), ("rtt_ms", "REAL"), ("srtp", "TEXT"),
+)
 
 
 def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
@@ -211,6 +227,10 @@ class _Leg:
     jitter_ms: float | None = None
     mos: float | None = None
     sip_call_id: str | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    rtt_ms: float | None = None
+    srtp: str | None = None
 
     def row(self, call_id: str) -> _Row:
         """The values of LEG_COLUMNS, in order."""
@@ -231,6 +251,10 @@ class _Leg:
             self.jitter_ms,
             self.mos,
             self.sip_call_id,
+            self.bytes_in,
+            self.bytes_out,
+            self.rtt_ms,
+            self.srtp,
         )
 
 
@@ -383,7 +407,8 @@ class CdrStore:
         """The leg ended with its final SIP `status` (None: none was sent or received).
 
         `media` holds the leg's media statistics, each optional: codec (str), packets_in,
-        packets_out, lost (int), jitter_ms, mos (float).
+        packets_out, lost, bytes_in, bytes_out (int), jitter_ms, mos, rtt_ms (float), srtp
+        (str: the SDES suite, or None for plain RTP).
         """
         for name, value in media.items():
             kinds = _MEDIA_FIELDS.get(name)
@@ -567,6 +592,10 @@ class CdrStore:
                 )
             bump = f"PRAGMA user_version = {SCHEMA_VERSION};" if version < SCHEMA_VERSION else ""
             db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {bump} COMMIT;")
+            have = {row[1] for row in db.execute("PRAGMA table_info(cdr_legs)")}
+            for name, kind in _LEG_COLUMNS_V2:
+                if name not in have:  # a version 1 database: add the media columns
+                    db.execute(f"ALTER TABLE cdr_legs ADD COLUMN {name} {kind}")
         except BaseException:
             db.close()
             raise

@@ -83,7 +83,7 @@ def test_schema_has_the_design_columns(db_path: Path) -> None:
             table: db.execute(f"PRAGMA table_info({table})").fetchall()
             for table in ("cdr_calls", "cdr_legs", "turn_usage")
         }
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         indexes = db.execute("PRAGMA index_list(cdr_calls)").fetchall()
         started_index = [row[1] for row in indexes if not row[1].startswith("sqlite_autoindex")]
@@ -95,7 +95,9 @@ def test_schema_has_the_design_columns(db_path: Path) -> None:
         return [row[1] for row in info[table]]
 
     assert columns("cdr_calls") == [*DESIGN_CALL_COLUMNS, "transfer", "legs"]
-    assert columns("cdr_legs") == [*DESIGN_LEG_COLUMNS, "sip_call_id"]
+    assert columns("cdr_legs") == [
+        *DESIGN_LEG_COLUMNS, "sip_call_id", "bytes_in", "bytes_out", "rtt_ms", "srtp"
+    ]
     assert columns("turn_usage") == DESIGN_TURN_COLUMNS
     types = {row[1]: row[2] for row in info["cdr_calls"]}
     assert [types[c] for c in ("call_id", "started", "duration", "status")] == [
@@ -120,7 +122,7 @@ def test_reopen_is_idempotent(db_path: Path) -> None:
     again, also = CdrStore(db_path), CdrStore(db_path)  # twice, and while the other is open
     assert rows(db_path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == schema
     assert [call["call_id"] for call in again.last(5)] == ["c1"]
-    assert rows(db_path, "PRAGMA user_version") == [(1,)]
+    assert rows(db_path, "PRAGMA user_version") == [(2,)]
     again.close()
     also.close()
 
@@ -179,6 +181,10 @@ def test_answered_call_row_at_answer_completed_at_end(db_path: Path) -> None:
             "jitter_ms": 3.5,
             "mos": 4.3,
             "sip_call_id": "c1-a",
+            "bytes_in": None,
+            "bytes_out": None,
+            "rtt_ms": None,
+            "srtp": None,
         },
         {
             "call_id": "c1",
@@ -197,6 +203,10 @@ def test_answered_call_row_at_answer_completed_at_end(db_path: Path) -> None:
             "jitter_ms": 1.0,
             "mos": 4.0,
             "sip_call_id": "c1-b",
+            "bytes_in": None,
+            "bytes_out": None,
+            "rtt_ms": None,
+            "srtp": None,
         },
     ]
     assert store.pending == 0
@@ -478,3 +488,27 @@ def test_flush_rate(db_path: Path) -> None:
     assert rows(db_path, "SELECT count(*), sum(duration) FROM cdr_calls") == [(calls, calls * 59.0)]
     assert per_1000 < 2.0  # generous: only catches a pathological regression
     store.close()
+
+
+def test_version_1_database_gets_the_media_columns(tmp_path: Path) -> None:
+    """A CDR database written before the media columns existed is upgraded in place."""
+    db_path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(db_path) as db:
+        db.executescript(
+            "CREATE TABLE cdr_legs (call_id TEXT NOT NULL, leg_id TEXT NOT NULL, direction TEXT,"
+            " trunk TEXT, remote_uri TEXT, started REAL, answered REAL, ended REAL,"
+            " status INTEGER, codec TEXT, packets_in INTEGER, packets_out INTEGER,"
+            " lost INTEGER, jitter_ms REAL, mos REAL, sip_call_id TEXT,"
+            " PRIMARY KEY (call_id, leg_id)); PRAGMA user_version = 1;"
+        )
+    store = CdrStore(db_path)
+    store.call_started("c1", "alice", "bob", "t", 1.0)
+    store.leg_started("c1", "a", "in", "t", "sip:a@h", 1.0, "sip-c1")
+    store.leg_ended("c1", "a", 2.0, 200, bytes_in=1720, rtt_ms=0.5, srtp="AES_CM_128_HMAC_SHA1_80")
+    store.call_ended("c1", 2.0, 200, "caller", "BYE")
+    store.flush()
+    store.close()
+    assert rows(db_path, "SELECT bytes_in, rtt_ms, srtp FROM cdr_legs") == [
+        (1720, 0.5, "AES_CM_128_HMAC_SHA1_80")
+    ]
+    assert rows(db_path, "PRAGMA user_version") == [(2,)]
