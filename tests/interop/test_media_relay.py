@@ -229,3 +229,78 @@ def test_malformed_rtp_is_dropped_and_counted(
     finally:
         caller.close()
     gw.stop()
+
+
+def test_srtp_leg_rekeyed_and_wrong_keys_dropped(
+    gateway_factory: GatewayFactory, sipp_server: SippServerFactory
+) -> None:
+    """The caller's leg is SDES-SRTP (trunk srtp = mandatory), the callee's plain RTP: the
+    gateway decrypts, relays, re-encrypts with the key it announced; packets protected with
+    a wrong key are dropped and counted, and never reach the other leg."""
+    import base64
+    import os
+    import re
+
+    import pylibsrtp
+
+    echo = sipp_server("uas", extra_args=["-rtp_echo", "-mp", str(free_port())])
+    gw = gateway_factory(
+        trunks=[
+            TrunkSpec("phones", free_port(), extra={"srtp": "mandatory"}),
+            TrunkSpec("echo", echo.port, inbound_from=()),
+        ],
+        dialplan=route_all_dialplan(["echo"]),
+    )
+    caller = Caller(gw)
+    key = os.urandom(30)
+    sdp = sdp_offer(caller.rtp.port).replace("RTP/AVP", "RTP/SAVP") + (
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + base64.b64encode(key).decode() + "\r\n"
+    )
+    try:
+        reply = caller.invite(sdp)
+        assert reply.status == 200, reply.raw
+        body = reply.raw.split(b"\r\n\r\n", 1)[1].decode()
+        assert "m=audio" in body and "RTP/SAVP" in body, body
+        found = re.search(r"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:([A-Za-z0-9+/=]+)", body)
+        assert found, body
+        theirs = base64.b64decode(found.group(1))
+        assert theirs != key
+        out = pylibsrtp.Session(pylibsrtp.Policy(
+            key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        wrong = pylibsrtp.Session(pylibsrtp.Policy(
+            key=os.urandom(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        inbound = pylibsrtp.Session(pylibsrtp.Policy(
+            key=theirs, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+        dest = caller.media
+        pcm = tone(700.0, 1.5)
+        for i in range(20):  # a wrong key first: nothing may get through
+            caller.rtp.sock.sendto(wrong.protect(rtp_packet(
+                0, 100 + i, 1000 + 160 * i, 0x5EC, ulaw_encode(pcm[i * 160:(i + 1) * 160]))),
+                dest)
+        time.sleep(0.3)
+        assert not caller.rtp.packets, "media came back for wrongly keyed SRTP"
+        for i in range(75):
+            caller.rtp.sock.sendto(out.protect(rtp_packet(
+                0, 200 + i, 50000 + 160 * i, 0x5EC, ulaw_encode(pcm[i * 160:(i + 1) * 160]))),
+                dest)
+            time.sleep(0.02)
+        time.sleep(0.5)
+        back = sorted(caller.rtp.packets, key=lambda p: p.seq)
+        assert len(back) >= 70, len(back)
+        from .rtppeer import ulaw_decode
+
+        plain = []
+        for p in back:
+            raw = rtp_packet(p.pt, p.seq, p.ts, p.ssrc, p.payload)
+            plain.append(ulaw_decode(inbound.unprotect(raw)[12:]))
+        import numpy as np
+
+        freq = dominant_frequency(np.concatenate(plain), 8000, skip_seconds=0.1)
+        assert abs(freq - 700.0) < 5, freq
+        live = wait_status(gw, lambda s: s.get("rtp_srtp_auth", 0) >= 20)
+        assert live["rtp_srtp_auth"] == 20, live
+        caller.bye()
+    finally:
+        caller.close()
+    gw.stop()
+    assert "handler bugs 0" in gw.log_text()
