@@ -37,7 +37,8 @@ Invariants:
   lone one is dropped), on a transit time that moved by more than a second (five times
   ``max_delay`` if that is longer: the timestamps jumped), on ten late packets in a row that
   all took about as long, longer than ``max_delay`` can absorb (the path got longer), and
-  when ``pop`` was not called for as long (the caller stalled). Packets of the SSRC just replaced are dropped (``late``) for a second.
+  when ``pop`` was not called for as long (the caller stalled). Packets of the SSRC just
+  replaced are dropped (``late``) for a second.
 - Memory is bounded: at most ``max_delay`` worth of packets (and never fewer than two) are
   buffered; the sets and windows kept for statistics are capped.
 """
