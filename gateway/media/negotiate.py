@@ -77,6 +77,7 @@ class PeerMedia:
     rtcp_mux: bool
     codecs: tuple[Codec, ...]  # the audio codecs the gateway knows, in the peer's order
     events: tuple[Codec, ...]  # telephone-event payloads
+    comfort_noise: int | None  # the CN/8000 payload type (RFC 3389), if offered
     secure: bool  # RTP/SAVP(F): SRTP or nothing
     crypto: tuple[Crypto, ...]  # a=crypto lines with a suite the gateway supports
     direction: str
@@ -109,6 +110,7 @@ class PeerMedia:
 def _address(text: str | None, where: str) -> str | None:
     if text is None:
         raise SdpError(f"{where}: no connection address (c=)")
+    text = text.split("/", 1)[0]  # a multicast address's /ttl[/count] (RFC 8866 5.7)
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -133,9 +135,12 @@ def read_peer(sdp: SessionDescription) -> PeerMedia:
         address = _address(sdp.connection_of(media), where)
         codecs: list[Codec] = []
         events: list[Codec] = []
+        comfort_noise = None
         for codec in media.codecs:
             key = codec.key
-            if key[0] == EVENT:
+            if key == ("cn", 8000, 1):
+                comfort_noise = codec.pt
+            elif key[0] == EVENT:
                 if codec.clock in (8000, 48000):
                     events.append(codec)
             elif key in TRANSCODABLE or key in RELAY_ONLY:
@@ -166,6 +171,7 @@ def read_peer(sdp: SessionDescription) -> PeerMedia:
             rtcp_mux=media.rtcp_mux,
             codecs=tuple(codecs),
             events=tuple(events),
+            comfort_noise=comfort_noise,
             secure=media.proto in ("RTP/SAVP", "RTP/SAVPF"),
             crypto=crypto,
             direction=direction,
@@ -288,6 +294,7 @@ def render(
     port: int,
     codecs: Iterable[Codec],
     secure: bool,
+    proto: str | None = None,
     crypto: Iterable[Crypto] = (),
     rtcp_mux: bool = False,
     direction: str = "sendrecv",
@@ -317,7 +324,8 @@ def render(
             else:
                 out.append(f"m={other.kind} 0 {other.proto} {' '.join(other.fmts)}")
             continue
-        proto = "RTP/SAVP" if secure else "RTP/AVP"
+        if proto is None:
+            proto = "RTP/SAVP" if secure else "RTP/AVP"
         out.append(f"m=audio {port} {proto} {' '.join(str(c.pt) for c in codecs)}")
         for codec in codecs:
             channels = f"/{codec.channels}" if codec.channels != 1 else ""

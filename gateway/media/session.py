@@ -61,8 +61,12 @@ class Side:
     last_core: bytes = b""  # the last SDP sent, rendered at version 0 (change detection)
     last_body: bytes = b""
     peer: neg.PeerMedia | None = None  # the peer's last SDP (offer or answer)
-    codec: Codec | None = None  # the codec on this leg (the peer's payload number)
-    event: Codec | None = None  # telephone-event on this leg, if any
+    codec: Codec | None = None  # the codec on this leg, with the peer's payload number
+    event: Codec | None = None  # telephone-event on this leg, if any (the peer's number)
+    # the same two with the numbers the peer sends with: the gateway's, from its own SDP
+    # (RFC 3264 6.1: each side sends with the numbers the receiver listed)
+    recv_codec: Codec | None = None
+    recv_event: Codec | None = None
     offered: tuple[list[Codec], list[Codec], list[Crypto]] | None = None  # our last offer
     answer_body: bytes = b""  # the peer's last answer to it, as received
     masters: dict[str, bytes] = field(default_factory=dict)  # our SRTP keys, per suite
@@ -120,7 +124,13 @@ class MediaSession:
     # ------------------------------------------------------------------ offer/answer
     def check_offer(self, side: str, body: bytes) -> None:
         """Raise SdpError when ``side``'s offer cannot be taken (before routing the call)."""
-        self._check_srtp_offer(side, neg.parse_peer(body))
+        peer = neg.parse_peer(body)
+        self._check_srtp_offer(side, peer)
+        allowed = self.sides[side].policy.codecs
+        keys = {neg.codec_key(name) for name in allowed}
+        if not any(codec.key in keys for codec in peer.codecs):
+            names = ", ".join(f"{c.name}/{c.clock}" for c in peer.codecs)
+            raise SdpError(f"no acceptable codec: offered {names}, allowed {', '.join(allowed)}")
 
     def offer(self, side: str, body: bytes) -> bytes:
         """``side``'s peer offers ``body``; the gateway's offer toward the other side."""
@@ -153,7 +163,8 @@ class MediaSession:
         if body == mine.answer_body and self.pending is None:
             return self.sides[offerer].last_body
         self._take_answer(side, body)
-        out = self._make_answer(offerer, mine.codec)
+        direction = mine.peer.direction if mine.peer is not None else None
+        out = self._make_answer(offerer, mine.codec, direction)
         self.pending = None
         self._join()
         return out
@@ -220,19 +231,21 @@ class MediaSession:
             raise SdpError("an answer to no offer of the gateway")
         codecs, events, crypto = mine.offered
         peer = neg.parse_peer(body)
-        by_pt = {c.pt: c for c in codecs}
-        chosen = None
+        # matched by name/clock/channels: an answer SHOULD, not MUST, keep the offer's numbers
+        by_key = {c.key: c for c in codecs}
+        chosen = recv = None
         for codec in peer.codecs:
-            ours = by_pt.get(codec.pt)
-            if ours is not None and ours.key == codec.key:
-                chosen = codec
+            ours = by_key.get(codec.key)
+            if ours is not None:
+                chosen, recv = codec, ours
                 break
         if chosen is None:
             raise SdpError("the answer has none of the offered codecs")
-        event = None
+        event = recv_event = None
         for codec in peer.events:
-            if any(e.pt == codec.pt and e.clock == codec.clock for e in events):
-                event = codec
+            ours_event = next((e for e in events if e.clock == codec.clock), None)
+            if ours_event is not None:
+                event, recv_event = codec, ours_event
                 break
         srtp = None
         if crypto:
@@ -246,13 +259,15 @@ class MediaSession:
             if srtp is None and (mine.policy.srtp == "mandatory" or peer.secure):
                 raise SdpError("the answer accepts none of the offered SRTP suites")
         mine.peer = peer
-        mine.codec = chosen
-        mine.event = event
+        mine.codec, mine.recv_codec = chosen, recv
+        mine.event, mine.recv_event = event, recv_event
         mine.answer_body = body
         self._configure(side, peer, srtp)
 
-    def _make_answer(self, side: str, far: Codec | None) -> bytes:
-        """The gateway's answer to ``side``'s pending offer, given the far side's codec."""
+    def _make_answer(self, side: str, far: Codec | None, far_direction: str | None = None
+                     ) -> bytes:
+        """The gateway's answer to ``side``'s pending offer, given the far side's codec and
+        the direction the far side answered with (the answer is never wider than that)."""
         mine = self.sides[side]
         peer = mine.peer
         if peer is None:
@@ -267,8 +282,8 @@ class MediaSession:
             ours = Crypto.make(theirs.tag, theirs.suite, mine.key_for(theirs.suite))
             crypto = [ours]
             srtp = (theirs.suite, ours.master(), theirs.master())
-        mine.codec = codec
-        mine.event = event
+        mine.codec = mine.recv_codec = codec  # the answer mirrors the offer's numbers
+        mine.event = mine.recv_event = event
         stream = self._ensure_stream(side)
         self._configure(side, peer, srtp)
         rejected = [m for i, m in enumerate(peer.sdp.media) if i != peer.index]
@@ -278,9 +293,10 @@ class MediaSession:
             port=stream.port,
             codecs=[codec, *([event] if event else [])],
             secure=peer.secure,
+            proto=peer.sdp.media[peer.index].proto,
             crypto=crypto,
             rtcp_mux=peer.rtcp_mux,
-            direction=neg.REVERSE_DIRECTION[peer.direction],
+            direction=_narrow(neg.REVERSE_DIRECTION[peer.direction], far_direction),
             index=peer.index,
             lines=peer.lines,
             rejected=_rejectable(rejected),
@@ -300,17 +316,19 @@ class MediaSession:
         stream.rtcp_mux = peer.rtcp_mux
         stream.sends = peer.sends
         stream.receives = peer.receives
-        codec = mine.codec
         kinds = bytearray(128)
-        if codec is not None:
-            kinds[codec.pt] = KIND_AUDIO
-            stream.clock = codec.clock
-            stream.codec_name = codec.name
-        if mine.event is not None:
-            kinds[mine.event.pt] = KIND_EVENT
-        for other in peer.codecs:
-            if other.key == ("cn", 8000, 1):
-                kinds[other.pt] = KIND_CN
+        if peer.comfort_noise is not None:
+            kinds[peer.comfort_noise] = KIND_CN
+        # what the peer sends with: the numbers the gateway listed, and (leniently) the
+        # peer's own numbers for the same codec where they do not clash
+        for event in (mine.event, mine.recv_event):
+            if event is not None:
+                kinds[event.pt] = KIND_EVENT
+        for codec in (mine.codec, mine.recv_codec):
+            if codec is not None:
+                kinds[codec.pt] = KIND_AUDIO
+                stream.clock = codec.clock
+                stream.codec_name = codec.name
         stream.pt_kind = kinds
         if srtp != mine.srtp:
             mine.srtp = srtp
@@ -358,15 +376,22 @@ class MediaSession:
         pt_map = bytearray(range(128))
         drop = bytearray(128)
         assert src_side.codec is not None and dst_side.codec is not None
-        pt_map[src_side.codec.pt] = dst_side.codec.pt
+        for codec in (src_side.codec, src_side.recv_codec):
+            if codec is not None:
+                pt_map[codec.pt] = dst_side.codec.pt
         src_event, dst_event = src_side.event, dst_side.event
         events_to_info = False
-        if src_event is not None:
-            if dst_event is not None and dst_event.clock == src_event.clock:
-                pt_map[src_event.pt] = dst_event.pt
+        for event in (src_event, src_side.recv_event):
+            if event is None:
+                continue
+            if dst_event is not None and dst_event.clock == event.clock:
+                pt_map[event.pt] = dst_event.pt
             else:
-                drop[src_event.pt] = 1
+                drop[event.pt] = 1
                 events_to_info = True
+        for kind_pt, kind in enumerate(src.pt_kind):
+            if kind == KIND_CN:
+                drop[kind_pt] = 1  # comfort noise is not negotiated toward the other leg
         send_rtp = dst.send_rtp
         sender = dst.sender
         clock = dst_side.codec.clock
@@ -455,6 +480,17 @@ class MediaSession:
             "mode": self.mode,
             "legs": {name: self.quality(name) for name in SIDES if self.sides[name].stream},
         }
+
+
+_WIDTH = {"sendrecv": 3, "sendonly": 1, "recvonly": 2, "inactive": 0}
+
+
+def _narrow(ours: str, far: str | None) -> str:
+    """``ours`` limited to what the far side answered (both as the gateway's directions)."""
+    if far is None:
+        return ours
+    bits = _WIDTH[ours] & _WIDTH.get(far, 3)
+    return next(name for name, value in _WIDTH.items() if value == bits)
 
 
 def _rejectable(media: Sequence[Media]) -> list[Media]:

@@ -247,13 +247,6 @@ def test_answer_keeps_the_offer_m_line_count_and_position() -> None:
     assert session.stream("a").rtcp_mux is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: MediaSession._make_answer renders the answer with RTP/SAVP or RTP/AVP "
-    "(negotiate.render(secure=...)) whatever the offered profile was; read_peer accepts "
-    "RTP/AVPF and RTP/SAVPF offers, and their answer comes back as RTP/AVP / RTP/SAVP, a "
-    "different transport on the answered m= line (expected: the offer's proto)",
-)
 @pytest.mark.parametrize("proto", ["RTP/AVPF", "RTP/SAVPF"])
 def test_answer_keeps_the_offered_rtp_profile(proto: str) -> None:
     crypto = (f"a=crypto:1 {SUITE80} inline:{A_KEY_B64}",) if "S" in proto[4:] else ()
@@ -308,12 +301,6 @@ def test_check_offer_accepts_and_refuses_without_side_effects() -> None:
     assert session.pending is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: MediaSession.check_offer (and offer) do not check the offer against the "
-    "offering side's own codec policy; an opus-only offer on a PCMU-only trunk passes, is "
-    "forwarded to b, and fails only in answer() (no acceptable codec) after b has answered",
-)
 def test_check_offer_refuses_an_offer_with_no_codec_the_trunk_allows() -> None:
     _, session = new_session(a=("PCMU",), b=("PCMU",))
     with pytest.raises(SdpError):
@@ -383,14 +370,6 @@ def test_relay_maps_payload_types_between_legs() -> None:
     assert data[1] & 0x80 == 0  # marker kept (clear)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: MediaSession._take_answer only takes an answered telephone-event whose pt "
-    "equals the offered one; RFC 3264 6.1 says the answerer SHOULD (not MUST) reuse the "
-    "offer's number, so b answering telephone-event/8000 at 96 to an offer of 101 loses "
-    "the event (b.event None: a's DTMF is turned into INFO, b's pt 96 counted unknown_pt) "
-    "instead of relaying with 101 <-> 96 mapped",
-)
 def test_answer_with_another_event_number_is_mapped() -> None:
     manager, session = new_session()
     connect(session, a_offer(), b_answer("a=rtpmap:96 telephone-event/8000", fmts="0 96"))
@@ -400,12 +379,6 @@ def test_answer_with_another_event_number_is_mapped() -> None:
     assert [parse_header(d)[0] for d, _ in out_of(manager, sb).rtp] == [96]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: MediaSession._take_answer matches the answered codec by pt and key; an "
-    "answer using opus/48000/2 at 96 for the offered 111 (allowed by RFC 3264 6.1, SHOULD) "
-    "is refused with 'the answer has none of the offered codecs' (488)",
-)
 def test_answer_with_another_codec_number_is_accepted() -> None:
     _, session = new_session(a=("opus",), b=("opus",))
     session.offer("a", peer_sdp(A_IP, 4000, "111", "a=rtpmap:111 opus/48000/2"))
@@ -689,13 +662,6 @@ def test_hold_with_zero_address_sends_nothing_to_a() -> None:
     assert out_of(manager, sa).rtp == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: MediaSession._make_answer answers the offerer with the reverse of its own "
-    "direction and ignores the direction b answered with; b answering a=inactive (or "
-    "sendonly) to a sendrecv offer still gives a 'sendrecv', so a is not told that b "
-    "holds/mutes (expected: the answer to a is no wider than b's answer)",
-)
 @pytest.mark.parametrize(("b_dir", "expected"), [("inactive", "inactive"),
                                                  ("sendonly", "sendonly"),
                                                  ("recvonly", "recvonly")])
@@ -881,12 +847,6 @@ def test_activate_stamps_last_rx() -> None:
     assert sa.last_rx == sb.last_rx == 2000.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: MediaSession._configure marks comfort noise (KIND_CN) from peer.codecs, but "
-    "negotiate.read_peer keeps only PCMU/PCMA/opus/G722 in PeerMedia.codecs, so CN (pt 13) "
-    "is never accepted and is counted unknown_pt (dead code)",
-)
 def test_comfort_noise_offered_by_the_peer_is_accepted() -> None:
     _, session = new_session()
     connect(session, a_offer(*TE101, fmts="0 13 101"), b_answer(fmts="0 13 101"))

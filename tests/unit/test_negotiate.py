@@ -189,12 +189,6 @@ def test_read_peer_rejects_multicast_with_ttl() -> None:
         peer("m=audio 4000 RTP/AVP 0", address="224.2.1.1/127")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: negotiate._address reports 'c=IN IP4 224.2.1.1/127' (the RFC 8866 form of an "
-    "IPv4 multicast address) as \"connection address '224.2.1.1/127' is not an IP address\" "
-    "instead of the multicast message; strip the '/ttl[/count]' suffix before ip_address()",
-)
 def test_read_peer_multicast_with_ttl_is_reported_as_multicast() -> None:
     with pytest.raises(SdpError, match="multicast"):
         peer("m=audio 4000 RTP/AVP 0", address="224.2.1.1/127")
