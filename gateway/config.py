@@ -248,6 +248,7 @@ class Trunk:
     options_ok_after: int = 1
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     srtp: SrtpMode = "off"
+    dtmf_inband: bool = False  # detect DTMF tones in this trunk's G.711 audio (Goertzel)
     max_calls: int = 0  # concurrent calls to and from this trunk; 0 = no limit
     max_cps: float = 0.0  # new calls per second to and from this trunk; 0 = no limit
     register_expires: int = 600  # seconds asked for in REGISTER (register = true)
@@ -686,6 +687,7 @@ def _read_trunk(r: TomlReader) -> Trunk | None:
         ),
         codecs=tuple(codecs),
         srtp=r.choice("srtp", _SRTP_MODES, _TRUNK_DEFAULTS["srtp"]),
+        dtmf_inband=r.boolean("dtmf_inband", _TRUNK_DEFAULTS["dtmf_inband"]),
         max_calls=r.integer("max_calls", _TRUNK_DEFAULTS["max_calls"], minimum=0),
         max_cps=r.number("max_cps", _TRUNK_DEFAULTS["max_cps"]),
         register_expires=r.integer(

@@ -457,7 +457,7 @@ class B2BUA:
         call.trunk_in = trunk_in
         try:
             offer = req.body if req.content_type == "application/sdp" else b""
-            self.media.start(call, offer, trunk.codecs, trunk.srtp)
+            self.media.start(call, offer, trunk)
         except MediaRefused as exc:
             self.media.end(call)
             trunk_in.release()
@@ -595,7 +595,7 @@ class B2BUA:
         caller = a_req.from_
         max_forwards = a_req.max_forwards
         try:
-            body = self.media.offer(call, "a", a_req.body, policy=(trunk.codecs, trunk.srtp))
+            body = self.media.offer(call, "a", a_req.body, toward=trunk)
         except MediaRefused as exc:
             log.info("call %s: no media offer for trunk %s: %s", call.id, trunk.name, exc.text)
             if exc.status == 503:

@@ -20,6 +20,7 @@ from gateway.media.sdp import SdpError
 
 if TYPE_CHECKING:
     from gateway.calls.b2bua import B2BUA, Call, Leg
+    from gateway.config import Trunk
     from gateway.media.manager import MediaManager
 
 log = logging.getLogger("gateway.calls")
@@ -59,7 +60,7 @@ class CallMedia:
         return ("Warning", f'399 {self.b2bua.config.sip.domain} "{clean}"')
 
     # ------------------------------------------------------------------ call lifetime
-    def start(self, call: Call, body: bytes, codecs: tuple[str, ...], srtp: str) -> None:
+    def start(self, call: Call, body: bytes, trunk: Trunk) -> None:
         """A new call: its session, with the caller's offer checked (MediaRefused if bad)."""
         if self.manager is None:
             return
@@ -68,7 +69,7 @@ class CallMedia:
             on_timeout=lambda why: self.b2bua.media_timeout(call, why),
             on_dtmf=lambda side, digit, ms: self.b2bua.send_dtmf_info(call, side, digit, ms),
         )
-        session.set_policy("a", codecs, srtp)
+        session.set_policy("a", trunk.codecs, trunk.srtp, trunk.dtmf_inband)
         call.media = session
         if body:
             try:
@@ -88,13 +89,14 @@ class CallMedia:
 
     # ------------------------------------------------------------------ SDP crossings
     def offer(self, call: Call, side: str, body: bytes, *, to_leg: Leg | None = None,
-              policy: tuple[tuple[str, ...], str] | None = None) -> bytes:
+              toward: Trunk | None = None) -> bytes:
         """``side``'s peer offers ``body``: what to send the other side (MediaRefused)."""
         session = call.media
         if session is None or not body:
             return self._passthrough(body, to_leg)
-        if policy is not None:
-            session.set_policy("b" if side == "a" else "a", *policy)
+        if toward is not None:  # a new leg on that trunk (an attempt of the route)
+            session.set_policy("b" if side == "a" else "a", toward.codecs, toward.srtp,
+                               toward.dtmf_inband)
         try:
             return session.offer(side, body)
         except (SdpError, PortsExhausted) as exc:
@@ -110,10 +112,11 @@ class CallMedia:
         except (SdpError, PortsExhausted) as exc:
             raise _refused(exc) from None
 
-    def local_offer(self, call: Call, side: str, fallback: bytes) -> bytes:
+    def local_offer(self, call: Call, side: str, fallback: bytes, toward: Trunk) -> bytes:
         session = call.media
         if session is None:
             return fallback
+        session.set_policy(side, toward.codecs, toward.srtp, toward.dtmf_inband)
         try:
             return session.local_offer(side)
         except (SdpError, PortsExhausted) as exc:

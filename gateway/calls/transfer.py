@@ -150,7 +150,8 @@ class Transfers:
 
             try:
                 # anchored: the target gets the gateway's offer on the transferor's side
-                body = b2bua.media.local_offer(call, side_of(call, transfer.transferor), body)
+                body = b2bua.media.local_offer(call, side_of(call, transfer.transferor), body,
+                                               b2bua.trunks[trunk_name])
             except MediaRefused as exc:
                 log.info("call %s: no offer for the transfer target: %s", call.id, exc.text)
                 self._failed(call, transfer, exc.status, "Not Acceptable Here")

@@ -48,6 +48,7 @@ class Policy:
 
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     srtp: str = "off"  # off | optional | mandatory
+    inband: bool = False  # detect DTMF tones in this side's G.711 audio
 
 
 @dataclass(slots=True)
@@ -99,13 +100,38 @@ class MediaSession:
         self.on_timeout = on_timeout
         self.on_dtmf = on_dtmf  # (side to send on, digit, duration ms): SIP INFO
         self.closed = False
+        self.inband_digits = 0  # digits detected in audio
         self.active = False  # answered: the media timeout applies
         self.cname = f"acs-gateway-{random_hex(4)}".encode()
         self.ssrc = int(random_hex(4), 16)
 
     # ------------------------------------------------------------------ policy
-    def set_policy(self, side: str, codecs: Sequence[str], srtp: str) -> None:
-        self.sides[side].policy = Policy(tuple(codecs), srtp)
+    def set_policy(self, side: str, codecs: Sequence[str], srtp: str, inband: bool = False
+                   ) -> None:
+        self.sides[side].policy = Policy(tuple(codecs), srtp, inband)
+
+    def detector(self, side: str) -> Callable[[object], None] | None:
+        """For a side with in-band DTMF detection on and a G.711 codec: a function taking
+        that side's decoded audio (int16 PCM) and reporting each digit to the other side
+        as SIP INFO; else None."""
+        mine = self.sides[side]
+        codec = mine.codec
+        on_dtmf = self.on_dtmf
+        if not mine.policy.inband or codec is None or on_dtmf is None:
+            return None
+        if codec.key not in (neg.PCMU, neg.PCMA):
+            return None
+        from gateway.media.dtmf import GoertzelDetector
+
+        detector = GoertzelDetector(8000)
+        to = _other(side)
+
+        def feed(pcm: object) -> None:
+            for digit, ms in detector.feed(pcm):  # type: ignore[arg-type]
+                self.inband_digits += 1
+                on_dtmf(to, digit, ms)
+
+        return feed
 
     def activate(self) -> None:
         """The call is answered: silence from a sending peer now counts toward the timeout."""
@@ -361,8 +387,10 @@ class MediaSession:
             from gateway.media.transcode import Transcoder
 
             self.mode = "transcode"
-            ab = Transcoder(self, sa, a.codec, sb, b.codec, b.event, "b", a.event)
-            ba = Transcoder(self, sb, b.codec, sa, a.codec, a.event, "a", b.event)
+            ab = Transcoder(self, sa, a.codec, sb, b.codec, b.event, "b", a.event,
+                            self.detector("a"))
+            ba = Transcoder(self, sb, b.codec, sa, a.codec, a.event, "a", b.event,
+                            self.detector("b"))
             sa.sink = ab.push
             sb.sink = ba.push
             self.transcoders = [ab, ba]
@@ -402,6 +430,12 @@ class MediaSession:
 
             tracker = EventTracker(src_event.clock if src_event else 8000)
         on_dtmf = self.on_dtmf
+        detect = self.detector("a" if dst_name == "b" else "b")
+        decode = None
+        if detect is not None:
+            from gateway.media.g711 import G711Codec
+
+            decode = G711Codec(src_side.codec.name.upper()).decode  # type: ignore[arg-type]
 
         def relay(data: bytes, pt: int, seq: int, ts: int, ssrc: int, marker: bool,
                   offset: int, kind: int, now: float) -> None:
@@ -417,6 +451,8 @@ class MediaSession:
                     if done is not None:
                         on_dtmf(dst_name, done[0], done[1])
                 return
+            if detect is not None and decode is not None and kind == KIND_AUDIO:
+                detect(decode(data[offset:payload_end(data)]))
             out = pt_map[pt]
             if out != pt:
                 data = bytes((data[0], (data[1] & 0x80) | out)) + data[2:]

@@ -16,6 +16,7 @@ turned into SIP INFO when the destination leg negotiated no telephone-event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -84,6 +85,7 @@ def _encoder(codec: Codec) -> tuple[object, int]:
 class Transcoder:
     __slots__ = (
         "decoder",
+        "detect",
         "dst",
         "dst_event",
         "dst_side",
@@ -118,8 +120,10 @@ class Transcoder:
         dst_event: Codec | None,
         dst_side: str,
         src_event: Codec | None = None,
+        detect: Callable[[object], None] | None = None,
     ) -> None:
         self.session = session
+        self.detect = detect  # in-band DTMF detection on the decoded source audio
         self.src = src
         self.dst = dst
         self.dst_side = dst_side
@@ -201,6 +205,8 @@ class Transcoder:
                 except (ValueError, RuntimeError):
                     self.src.counters.malformed += 1
                     pcm = self.decoder.lost(FRAME, None)
+            if self.detect is not None:
+                self.detect(pcm)
             pending = np.concatenate((pending, pcm)) if len(pending) else pcm
         if len(pending) < FRAME:
             # nothing to play (silence suppression, DTX, before the first packet): send
