@@ -176,6 +176,8 @@ class MediaConfig:
     rtcp_interval: int = 5  # seconds between the gateway's RTCP reports on each leg
     jitter_min: float = 0.02  # transcoder jitter buffer playout delay bounds (seconds)
     jitter_max: float = 0.2
+    opus_bitrate: int = 32000  # Opus encoder bitrate, b/s (a peer's maxaveragebitrate caps it)
+    opus_complexity: int = 5  # Opus encoder complexity 0..10 (CPU against quality)
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +508,8 @@ def _read_media(r: TomlReader) -> MediaConfig:
         rtcp_interval=r.integer("rtcp_interval", d.rtcp_interval, minimum=1),
         jitter_min=r.number("jitter_min", d.jitter_min, minimum=0),
         jitter_max=r.number("jitter_max", d.jitter_max, minimum=0.02),
+        opus_bitrate=r.integer("opus_bitrate", d.opus_bitrate, minimum=6000, maximum=510000),
+        opus_complexity=r.integer("opus_complexity", d.opus_complexity, maximum=10),
     )
     if config.jitter_min > config.jitter_max:
         r.problem(r.key("jitter_min"), "must not be larger than jitter_max")

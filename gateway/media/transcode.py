@@ -74,10 +74,11 @@ def _decoder(codec: Codec) -> _G711In | _OpusIn:
     return _G711In(codec.name.upper())
 
 
-def _encoder(codec: Codec) -> tuple[object, int]:
+def _encoder(codec: Codec, bitrate: int, complexity: int) -> tuple[object, int]:
     """(an object with encode(pcm) -> bytes, RTP ticks per 20 ms frame)."""
     if codec.key[0] == "opus":
-        settings = encoder_settings(parse_fmtp(codec.fmtp), input_rate=RATE)
+        settings = encoder_settings(parse_fmtp(codec.fmtp), input_rate=RATE, bitrate=bitrate,
+                                    complexity=complexity)
         return OpusEncoder.from_settings(settings), 960
     return G711Codec(codec.name.upper()), FRAME  # type: ignore[arg-type]
 
@@ -128,14 +129,15 @@ class Transcoder:
         self.dst = dst
         self.dst_side = dst_side
         self.decoder = _decoder(src_codec)
-        encoder, self.out_ticks = _encoder(dst_codec)
+        config = session.manager.config
+        encoder, self.out_ticks = _encoder(dst_codec, config.opus_bitrate,
+                                           config.opus_complexity)
         self.encoder = encoder
         self.out_pt = dst_codec.pt
         self.sender_clock = dst_codec.clock
         self.dst_event = dst_event
         self.src_event = src_event
         self.in_ticks = src_codec.clock // 50
-        config = session.manager.config
         self.jitter = JitterBuffer(
             src_codec.clock, self.in_ticks, min_delay=config.jitter_min,
             max_delay=config.jitter_max,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import pytest
 
+from gateway.config import MediaConfig
 from gateway.media import negotiate as neg
 from gateway.media.dtmf import Event
 from gateway.media.ports import PortsExhausted
@@ -42,8 +42,7 @@ class FakeManager:
 
     def __init__(self, address: str = GW, ports: int = 100) -> None:
         self.address = address
-        self.config = SimpleNamespace(jitter_min=0.02, jitter_max=0.2, timeout=60.0,
-                                      rtcp_interval=5)
+        self.config = MediaConfig()
         self.t = 1000.0
         self._next = 30000
         self._left = ports
