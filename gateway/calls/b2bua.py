@@ -809,8 +809,10 @@ class B2BUA:
             log.info("call %s: callee's SDP refused: %s", call.id, refused.text)
             b.confirmed = False
             self._bye(b)
-            self._fail(call, refused.status, "Not Acceptable Here",
-                       (self.media.warning(refused.text),))
+            headers = [self.media.warning(refused.text)]
+            if refused.status == 503:
+                headers.append(("Retry-After", str(self.config.sip.retry_after)))
+            self._fail(call, refused.status, reason_phrase(refused.status), headers)
             return
         self._cancel_no_answer(call)
         call.a_answered = True

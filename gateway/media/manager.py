@@ -226,6 +226,8 @@ class MediaManager:
                 log.exception("call %s: media housekeeping failed", session.call_id)
 
     def _keep(self, session: MediaSession, now: float, timeout: float, interval: int) -> None:
+        if session.trackers:
+            session.poll_dtmf(now)
         for side in session.sides.values():
             stream = side.stream
             if stream is None or side.codec is None:

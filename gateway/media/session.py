@@ -30,6 +30,7 @@ from gateway.media.stream import KIND_AUDIO, KIND_CN, KIND_EVENT, LegStream, Sin
 from gateway.sip.ids import random_hex
 
 if TYPE_CHECKING:
+    from gateway.media.dtmf import EventTracker
     from gateway.media.manager import MediaManager
     from gateway.media.transcode import Transcoder
 
@@ -101,6 +102,9 @@ class MediaSession:
         self.on_dtmf = on_dtmf  # (side to send on, digit, duration ms): SIP INFO
         self.closed = False
         self.inband_digits = 0  # digits detected in audio
+        # telephone-event trackers turning digits into SIP INFO, with the side to send on:
+        # polled every second so a digit whose end packets were all lost is still reported
+        self.trackers: list[tuple[EventTracker, str]] = []
         self.active = False  # answered: the media timeout applies
         self.cname = f"acs-gateway-{random_hex(4)}".encode()
         self.ssrc = int(random_hex(4), 16)
@@ -159,10 +163,15 @@ class MediaSession:
             raise SdpError(f"no acceptable codec: offered {names}, allowed {', '.join(allowed)}")
 
     def offer(self, side: str, body: bytes) -> bytes:
-        """``side``'s peer offers ``body``; the gateway's offer toward the other side."""
+        """``side``'s peer offers ``body``; the gateway's offer toward the other side.
+
+        Both legs' ports are taken here, so that a full port pool refuses the call before
+        the far side is alerted."""
         peer = neg.parse_peer(body)
         mine = self.sides[side]
         self._check_srtp_offer(side, peer)
+        neg.offer_codecs(peer, self.sides[_other(side)].policy.codecs)  # SdpError: nothing
+        self._ensure_stream(side)
         to = _other(side)
         out = self._make_offer(to, peer)
         mine.peer = peer
@@ -376,6 +385,7 @@ class MediaSession:
         for t in self.transcoders:
             self.manager.remove_transcoder(t)
         self.transcoders = []
+        self.trackers = []
         if sa is None or sb is None or a.codec is None or b.codec is None:
             self.mode = "none"
             return
@@ -394,6 +404,8 @@ class MediaSession:
             sa.sink = ab.push
             sb.sink = ba.push
             self.transcoders = [ab, ba]
+            self.trackers.extend((t.tracker, t.dst_side) for t in self.transcoders
+                                 if t.tracker is not None)
             for t in self.transcoders:
                 self.manager.add_transcoder(t)
         log.debug("call %s: media %s (%s <-> %s)", self.call_id, self.mode, a.codec.name,
@@ -429,6 +441,7 @@ class MediaSession:
             from gateway.media.dtmf import EventTracker
 
             tracker = EventTracker(src_event.clock if src_event else 8000)
+            self.trackers.append((tracker, dst_name))
         on_dtmf = self.on_dtmf
         detect = self.detector("a" if dst_name == "b" else "b")
         decode = None
@@ -464,6 +477,15 @@ class MediaSession:
         return relay
 
     # ------------------------------------------------------------------ end
+    def poll_dtmf(self, now: float) -> None:
+        """Report digits whose end never came (RFC 4733 end packets lost) as SIP INFO."""
+        on_dtmf = self.on_dtmf
+        if on_dtmf is None:
+            return
+        for tracker, side in self.trackers:
+            for digit, ms in tracker.poll(now):
+                on_dtmf(side, digit, ms)
+
     def close(self) -> None:
         if self.closed:
             return

@@ -120,7 +120,8 @@ def test_tone_relayed_both_ways_and_ports_back_in_the_pool(
         assert caller.bye() is not None
     finally:
         caller.close()
-    live = wait_status(gw, lambda s: s.get("calls") == 0 and s.get("media_streams") == 0)
+    live = wait_status(gw, lambda s: s.get("calls_started", 0) >= 1 and s.get("calls") == 0
+                       and s.get("media_streams") == 0)
     assert live["media_ports_free"] == live["media_ports_total"], live
     assert live["media_handler_errors"] == 0, live
     gw.stop()

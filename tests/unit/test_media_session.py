@@ -155,7 +155,7 @@ def test_caller_offer_becomes_the_gateway_offer_toward_b() -> None:
     desc = parse(body)
     sb = session.stream("b")
     assert sb is not None
-    assert session.stream("a") is None  # a's port is opened when a is answered
+    assert session.stream("a") is not None  # both legs' ports are taken with the offer
     assert desc.origin.username == "acs-gateway"
     assert desc.origin.address == GW
     assert desc.origin.version == 0
@@ -173,7 +173,7 @@ def test_caller_offer_becomes_the_gateway_offer_toward_b() -> None:
     assert session.mode == "none"
     assert session.current("b") == body
     assert session.current("a") == b""
-    assert len(manager.opened) == 1
+    assert len(manager.opened) == 2
 
 
 def test_b_policy_decides_the_codecs_offered_toward_b() -> None:
@@ -924,7 +924,7 @@ def test_live_lists_only_legs_with_a_stream() -> None:
     _, session = new_session()
     assert session.live() == {"mode": "none", "legs": {}}
     session.offer("a", a_offer())
-    assert set(session.live()["legs"]) == {"b"}
+    assert set(session.live()["legs"]) == {"a", "b"}
 
 
 def test_crypto_line_helper_round_trip() -> None:
