@@ -695,3 +695,70 @@ def test_events_rescaled_across_a_transcoded_call(gateway_factory: GatewayFactor
     live = wait_idle(gw)
     assert live["transcoders"] == 0, live
     assert live["media_handler_errors"] == 0, live
+
+
+# --------------------------------------------------------------------------------------------
+# d. in-band DTMF (tones in the G.711 audio) detected on a trunk with dtmf_inband = true
+
+_ROWS = {"1": 697, "2": 697, "3": 697, "A": 697, "4": 770, "5": 770, "6": 770, "B": 770,
+         "7": 852, "8": 852, "9": 852, "C": 852, "*": 941, "0": 941, "#": 941, "D": 941}
+_COLUMNS = {"1": 1209, "4": 1209, "7": 1209, "*": 1209, "2": 1336, "5": 1336, "8": 1336,
+            "0": 1336, "3": 1477, "6": 1477, "9": 1477, "#": 1477, "A": 1633, "B": 1633,
+            "C": 1633, "D": 1633}
+
+
+def dtmf_audio(digits: str, tone_ms: int = 120, gap_ms: int = 120) -> Any:
+    """The digits as dual tones (-10 dBm0-ish each), with silence between, 8 kHz int16."""
+    import numpy as np
+
+    parts = [np.zeros(1600, dtype=np.int16)]
+    for digit in digits:
+        t = np.arange(8 * tone_ms) / 8000
+        pair = 4000 * (np.sin(2 * np.pi * _ROWS[digit] * t)
+                       + np.sin(2 * np.pi * _COLUMNS[digit] * t))
+        parts += [pair.astype(np.int16), np.zeros(8 * gap_ms, dtype=np.int16)]
+    parts.append(np.zeros(1600, dtype=np.int16))
+    return np.concatenate(parts)
+
+
+def test_inband_tones_become_sip_info_on_a_dtmf_inband_trunk(
+    gateway_factory: GatewayFactory, sipp_server: SippServerFactory, tmp_path: Path
+) -> None:
+    """The caller's trunk has dtmf_inband = true and the caller sends its digits as tones in
+    its PCMU audio, no telephone-event: the gateway detects them (Goertzel) and the callee,
+    which negotiated no telephone-event, gets one INFO per digit, in order."""
+    from .rtppeer import ulaw_encode
+
+    log_path = tmp_path / "info.log"
+    server = sipp_server("uas_info_digits",
+                         extra_args=["-trace_logs", "-log_file", str(log_path)])
+    gw = gateway_factory(
+        trunks=[TrunkSpec("carrier", free_port(), extra={"dtmf_inband": True}),
+                TrunkSpec("info", server.port, inbound_from=())],
+        dialplan=route_all_dialplan(["info"]), extra_config=media_config())
+    caller = Caller(gw)
+    digits = "159#"
+    try:
+        reply = caller.invite(sdp_offer(caller.rtp.port, codecs="0"))
+        assert reply.status == 200, reply.raw
+        pcm = dtmf_audio(digits)
+        start = time.monotonic()
+        for i in range(len(pcm) // 160):
+            caller.rtp.sock.sendto(rtp_packet(0, 500 + i, 80000 + 160 * i, 0xD7F,
+                                              ulaw_encode(pcm[i * 160:(i + 1) * 160])),
+                                   caller.media)
+            delay = start + (i + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        assert wait_for(lambda: len(info_log(server, log_path)) >= len(digits), 8.0), (
+            info_log(server, log_path))
+        time.sleep(0.5)
+        got = info_log(server, log_path)
+        assert "".join(d for _, d, _ in got) == digits, got
+        assert all(80 <= ms <= 200 for _, _, ms in got), got  # 120 ms tones
+        assert caller.bye() is not None
+    finally:
+        caller.close()
+    assert server.wait_counts(1, 15.0) == (1, 0), server.log_text()[-3000:]
+    gw.stop()
+    assert "handler bugs 0" in gw.log_text()
