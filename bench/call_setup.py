@@ -130,11 +130,13 @@ class Subject:
 
 
 def start_gateway(
-    workdir: Path, callee: harness.SippServer, verbose_logs: bool
+    workdir: Path, callee: harness.SippServer, verbose_logs: bool, anchor: bool = False
 ) -> harness.GatewayProcess:
-    """acs-gateway routing every number to the trunk ``uas`` (the callee)."""
+    """acs-gateway routing every number to the trunk ``uas`` (the callee). Signaling only
+    (``[media] anchor = false``, as Sippy) unless ``anchor``: then every call also gets two
+    RTP/RTCP port pairs and its SDP rewritten."""
     trunk = harness.TrunkSpec("uas", callee.port, inbound_from=("127.0.0.1/32",))
-    extra: dict[str, dict[str, harness.TomlValue]] = {}
+    extra: dict[str, dict[str, harness.TomlValue]] = {"media": {"anchor": anchor}}
     if not verbose_logs:
         extra["log"] = {"level": "warning"}
     gateway = harness.GatewayProcess(
@@ -271,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--verbose-logs", action="store_true", help="keep both B2BUAs' default log levels"
     )
+    parser.add_argument(
+        "--anchor", action="store_true",
+        help="the gateway anchors media (port pairs and SDP rewriting per call)",
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR / "call_setup.md")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
@@ -292,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ).start()
             started.append(callee)
             try:
-                gw = start_gateway(workdir / "gateway", callee, args.verbose_logs)
+                gw = start_gateway(workdir / "gateway", callee, args.verbose_logs, args.anchor)
             except harness.HarnessError as exc:
                 errors.append(f"acs-gateway did not start: {str(exc).splitlines()[0]}")
                 print(exc, file=sys.stderr)
