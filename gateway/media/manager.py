@@ -32,7 +32,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FRAME = 0.02  # the media clock's period: one 20 ms frame
+FRAME = 0.02  # one 20 ms frame
+# The media clock ticks every FRAME / SLICES and runs one slice of the transcoders each time:
+# every transcoder still gets a tick per frame, but no callback runs all of them at once
+# (with 50 transcoded calls that held the reactor 10-13 ms of every 20, delaying relayed
+# packets and pushing ticks late).
+SLICES = 4
+# Housekeeping (RTCP reports, media timeouts, lost DTMF ends) runs every HOUSEKEEPING seconds
+# over the share of sessions whose turn it is, so that reports are spread evenly.
+HOUSEKEEPING = 0.2
 _BIND_ATTEMPTS = 16
 
 
@@ -101,6 +109,9 @@ class MediaManager:
         self.timeouts = 0
         self.closed_totals: dict[str, int] = {}
         self._clock: LoopingCall | None = None
+        self._slices: list[list[Transcoder]] = [[] for _ in range(SLICES)]
+        self._slice = 0  # the slice the next tick runs
+        self._next_slice = 0  # the slice a new transcoder joins
         self._house = LoopingCall(self._housekeeping)
         self._house.clock = reactor
         self._house_started = False
@@ -117,7 +128,7 @@ class MediaManager:
         self.sessions.add(session)
         if not self._house_started:
             self._house_started = True
-            self._house.start(1.0, now=False)
+            self._house.start(HOUSEKEEPING, now=False)
         return session
 
     def session_closed(self, session: MediaSession) -> None:
@@ -182,28 +193,38 @@ class MediaManager:
     # ------------------------------------------------------------------ media clock
     def add_transcoder(self, transcoder: Transcoder) -> None:
         self.transcoders.append(transcoder)
+        self._slices[self._next_slice].append(transcoder)
+        self._next_slice = (self._next_slice + 1) % SLICES
         if self._clock is None:
             self._clock = LoopingCall.withCount(self._tick)
             self._clock.clock = self.reactor
-            self._clock.start(FRAME, now=False)
+            self._clock.start(FRAME / SLICES, now=False)
 
     def remove_transcoder(self, transcoder: Transcoder) -> None:
         try:
             self.transcoders.remove(transcoder)
         except ValueError:
             return
+        for group in self._slices:
+            if transcoder in group:
+                group.remove(transcoder)
+                break
         if not self.transcoders and self._clock is not None:
             clock, self._clock = self._clock, None
             if clock.running:
                 clock.stop()
 
     def _tick(self, count: int) -> None:
+        """One slice of the transcoders per FRAME / SLICES; missed slices run at once."""
         now = self.now()
         if count > 1:
             self.late_ticks += count - 1
+        step = FRAME / SLICES
         for i in range(count):
-            at = now - (count - 1 - i) * FRAME
-            for transcoder in list(self.transcoders):
+            at = now - (count - 1 - i) * step
+            group = self._slices[self._slice]
+            self._slice = (self._slice + 1) % SLICES
+            for transcoder in list(group):
                 try:
                     transcoder.tick(at)
                 except Exception:
@@ -216,23 +237,23 @@ class MediaManager:
     def _housekeeping(self) -> None:
         now = self.now()
         timeout = self.config.timeout
-        interval = max(1, self.config.rtcp_interval)
-        self._rtcp_turn = (self._rtcp_turn + 1) % interval
+        turns = max(1, round(self.config.rtcp_interval / HOUSEKEEPING))
+        self._rtcp_turn = (self._rtcp_turn + 1) % turns
         for session in list(self.sessions):
             try:
-                self._keep(session, now, timeout, interval)
+                self._keep(session, now, timeout, turns)
             except Exception:
                 self.handler_errors += 1
                 log.exception("call %s: media housekeeping failed", session.call_id)
 
-    def _keep(self, session: MediaSession, now: float, timeout: float, interval: int) -> None:
+    def _keep(self, session: MediaSession, now: float, timeout: float, turns: int) -> None:
         if session.trackers:
             session.poll_dtmf(now)
         for side in session.sides.values():
             stream = side.stream
             if stream is None or side.codec is None:
                 continue
-            if hash(stream) % interval == self._rtcp_turn:
+            if hash(stream) % turns == self._rtcp_turn:
                 stream.rtcp_report(now, session.cname, session.ssrc)
             if (
                 timeout > 0
