@@ -12,6 +12,8 @@ CONFIG ?= conf/gateway.toml
 # Debian packages the tests and `make run` need, as COMMAND:PACKAGE; a package is installed
 # only when its command is missing.
 DEB_NEEDS := sipp:sip-tester baresip:baresip-core
+# What `make bench` needs beside those: speech for the PESQ bench.
+DEB_BENCH := espeak-ng:espeak-ng
 # Shared libraries loaded at run time (opuslib finds libopus with ctypes), as SONAME:PACKAGE.
 DEB_LIBS := libopus.so.0:libopus0
 
@@ -24,7 +26,7 @@ all: test
 
 deps:
 	@missing=""; \
-	for need in $(DEB_NEEDS); do \
+	for need in $(DEB_NEEDS) $(EXTRA_NEEDS); do \
 	  command -v "$${need%%:*}" >/dev/null 2>&1 || missing="$$missing $${need#*:}"; \
 	done; \
 	for need in $(DEB_LIBS); do \
@@ -41,7 +43,7 @@ venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(VENV)/bin/pip || $(PYTHON) -m venv --clear $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -q -e '.[test]'
+	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -q -e '.[test,bench]'
 	@touch $@
 
 lint: venv
@@ -54,6 +56,7 @@ test: deps venv lint
 run: deps venv
 	$(VENV)/bin/acs-gateway run -c $(CONFIG)
 
+bench: EXTRA_NEEDS = $(DEB_BENCH)
 bench: deps venv
 	$(VENV)/bin/python bench/run_all.py
 
