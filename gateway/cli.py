@@ -12,6 +12,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.dialplan import DialPlan
@@ -165,20 +166,10 @@ def _cdr(args: argparse.Namespace) -> int:
 
 def _trunks(args: argparse.Namespace) -> int:
     """The trunk state file (trunks.json beside the CDR database), kept by `run`."""
-    config = load_config(args.config)
-    path = config.storage.cdr.parent / "trunks.json"
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        print(f"no trunk state yet (is the gateway running?): {path}")
+    doc = _state_file(args, "trunks.json", "trunk state (is the gateway running?)")
+    if doc is None:
         return 0
-    except (OSError, ValueError) as exc:
-        raise ConfigError([Problem(str(path), "(file)", f"cannot read: {exc}")]) from exc
-    if args.json:
-        print(json.dumps(doc))
-        return 0
-    stamp = datetime.fromtimestamp(float(doc["time"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    print(f"as of {stamp}")
+    print(f"as of {_stamp(doc)}")
     for trunk in doc["trunks"]:
         probe = "probed" if trunk["probing"] else "not probed"
         last = trunk["last_status"] if trunk["last_status"] is not None else "-"
@@ -196,20 +187,10 @@ def _trunks(args: argparse.Namespace) -> int:
 
 def _calls(args: argparse.Namespace) -> int:
     """Live media per call (calls.json beside the CDR database, written with trunks.json)."""
-    config = load_config(args.config)
-    path = config.storage.cdr.parent / "calls.json"
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        print(f"no call state yet (is the gateway running with [media] anchor?): {path}")
+    doc = _state_file(args, "calls.json", "call state (is the gateway running, anchoring?)")
+    if doc is None:
         return 0
-    except (OSError, ValueError) as exc:
-        raise ConfigError([Problem(str(path), "(file)", f"cannot read: {exc}")]) from exc
-    if args.json:
-        print(json.dumps(doc))
-        return 0
-    stamp = datetime.fromtimestamp(float(doc["time"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    print(f"as of {stamp}: {len(doc['calls'])} calls with media")
+    print(f"as of {_stamp(doc)}: {len(doc['calls'])} calls with media")
     for call_id, call in sorted(doc["calls"].items()):
         for leg, q in sorted(call["legs"].items()):
             print(
@@ -220,6 +201,28 @@ def _calls(args: argparse.Namespace) -> int:
                 f"{q.get('srtp') or 'RTP'}"
             )
     return 0
+
+
+def _state_file(args: argparse.Namespace, name: str, what: str) -> dict[str, Any] | None:
+    """A state file the running gateway keeps beside the CDR database; None when it was
+    printed as JSON (``--json``) or does not exist yet (said so)."""
+    config = load_config(args.config)
+    path = config.storage.cdr.parent / name
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"no {what} yet: {path}")
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError([Problem(str(path), "(file)", f"cannot read: {exc}")]) from exc
+    if args.json:
+        print(json.dumps(doc))
+        return None
+    return doc
+
+
+def _stamp(doc: dict[str, Any]) -> str:
+    return datetime.fromtimestamp(float(doc["time"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _cdr_cells(call: dict[str, object]) -> tuple[str, ...]:

@@ -44,11 +44,13 @@ HOUSEKEEPING = 0.2
 _BIND_ATTEMPTS = 16
 
 
-class _RtpPort(DatagramProtocol):
-    """The RTP socket of one stream (RTCP too, when muxed)."""
+class _MediaPort(DatagramProtocol):
+    """One socket of a stream: its RTP port (where RTCP may arrive too, muxed: RFC 5761
+    section 4 tells them apart by the second octet) or, with ``rtcp_only``, its RTCP port."""
 
-    def __init__(self, manager: MediaManager) -> None:
+    def __init__(self, manager: MediaManager, rtcp_only: bool = False) -> None:
         self.manager = manager
+        self.rtcp_only = rtcp_only
         self.stream: LegStream | None = None
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
@@ -56,36 +58,21 @@ class _RtpPort(DatagramProtocol):
         if stream is None:
             return
         try:
-            if len(datagram) > 1 and 192 <= datagram[1] <= 223:  # RTCP (RFC 5761 4)
+            if self.rtcp_only or (len(datagram) > 1 and 192 <= datagram[1] <= 223):
                 stream.on_rtcp(datagram, addr, self.manager.seconds())
             else:
                 stream.on_rtp(datagram, addr, self.manager.seconds())
         except Exception:  # a bug: count it, keep the port and every other call alive
             self.manager.handler_errors += 1
-            log.exception("media port %s: error handling a datagram from %s", stream.port, addr)
-
-
-class _RtcpPort(DatagramProtocol):
-    def __init__(self, manager: MediaManager) -> None:
-        self.manager = manager
-        self.stream: LegStream | None = None
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
-        stream = self.stream
-        if stream is None:
-            return
-        try:
-            stream.on_rtcp(datagram, addr, self.manager.seconds())
-        except Exception:
-            self.manager.handler_errors += 1
-            log.exception("RTCP port %s: error handling a datagram from %s", stream.port + 1,
-                          addr)
+            log.exception("media port %s: error handling a datagram from %s",
+                          stream.port + self.rtcp_only, addr)
 
 
 class _Sockets:
     __slots__ = ("rtcp", "rtcp_proto", "rtp", "rtp_proto")
 
-    def __init__(self, rtp: Any, rtp_proto: _RtpPort, rtcp: Any, rtcp_proto: _RtcpPort) -> None:
+    def __init__(self, rtp: Any, rtp_proto: _MediaPort, rtcp: Any, rtcp_proto: _MediaPort
+                 ) -> None:
         self.rtp = rtp
         self.rtp_proto = rtp_proto
         self.rtcp = rtcp
@@ -141,7 +128,7 @@ class MediaManager:
         try:
             for _ in range(_BIND_ATTEMPTS):
                 port = self.pool.allocate()
-                rtp_proto, rtcp_proto = _RtpPort(self), _RtcpPort(self)
+                rtp_proto, rtcp_proto = _MediaPort(self), _MediaPort(self, rtcp_only=True)
                 try:
                     rtp = self.reactor.listenUDP(port, rtp_proto, interface=self.address)
                 except CannotListenError:

@@ -349,3 +349,24 @@ def test_cdr_lists_the_newest_calls(workdir: Path, capsys: pytest.CaptureFixture
         main(["cdr", "-c", "gw.toml", "--last", "0"])
     assert info.value.code == 2
     capsys.readouterr()
+
+
+# --- calls -------------------------------------------------------------------------------------
+def test_calls_prints_live_media_from_calls_json(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = workdir / "var/calls.json"  # beside the default [storage] cdr
+    assert run(capsys, "calls", "-c", "gw.toml") == (
+        0, f"no call state (is the gateway running, anchoring?) yet: {path}\n", "")
+    path.parent.mkdir(parents=True)
+    leg = {"codec": "PCMU", "packets_in": 500, "packets_out": 498, "lost": 2, "jitter_ms": 1.5,
+           "rtt_ms": 0.4, "mos": 4.38, "srtp": None}
+    doc = {"time": 1795491377.0, "calls": {"c1": {"mode": "relay", "legs": {"a": leg}}}}
+    path.write_text(json.dumps(doc))
+    code, out, _ = run(capsys, "calls", "-c", "gw.toml")
+    assert code == 0
+    assert out.splitlines() == [
+        "as of 2026-11-24T03:36:17Z: 1 calls with media",
+        "c1 a relay     PCMU  in 500 out 498 lost 2 jitter 1.5 ms rtt 0.4 ms MOS 4.38 RTP",
+    ]
+    assert json.loads(run(capsys, "calls", "-c", "gw.toml", "--json")[1]) == doc
