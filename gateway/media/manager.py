@@ -204,8 +204,8 @@ class MediaManager:
     def _tick(self, count: int) -> None:
         """One slice of the transcoders per FRAME / SLICES; missed slices run at once."""
         now = self.now()
-        if count > 1:
-            self.late_ticks += count - 1
+        if count > SLICES:  # a whole frame (20 ms) or more behind: frames went out late
+            self.late_ticks += count - SLICES
         step = FRAME / SLICES
         for i in range(count):
             at = now - (count - 1 - i) * step
