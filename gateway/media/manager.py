@@ -91,7 +91,7 @@ class MediaManager:
         self.transcoders: list[Transcoder] = []
         self.handler_errors = 0
         self.send_errors = 0  # datagrams the kernel refused (counted, dropped)
-        self.late_ticks = 0  # media clock ticks run late (the reactor was busy)
+        self.late_ticks = 0  # ticks run a whole frame (20 ms) or more late (frames went late)
         self.ticks = 0
         self.timeouts = 0
         self.closed_totals: dict[str, int] = {}
