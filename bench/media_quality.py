@@ -26,14 +26,12 @@ Usage: python bench/media_quality.py [--loss 3] [--seeds 1] [--quick]
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import random
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,7 @@ from typing import Any
 import mediaload as ml
 import numpy as np
 from mediaload import harness
+from rtppeer import Received, read_rtp, rtp_packet, ulaw_decode, ulaw_encode
 
 RATE = 8000
 SPEECH_PATH = ml.OUT_DIR / "media_quality_speech.wav"
@@ -62,7 +61,6 @@ LEVEL_DBOV = -26.0
 MAX_SPEECH_S = 10.0
 PRE_S = 0.5  # low noise before the speech (the jitter buffers settle)
 POST_S = 1.0  # after it (the last frames get through)
-_RTP = struct.Struct("!BBHII")
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,26 +174,16 @@ class Recorder:
         self.port = self.sock.getsockname()[1]
         self.packets: list[Packet] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread = threading.Thread(target=read_rtp, args=(self.sock, self._stop, self._keep),
+                                        daemon=True)
         self._thread.start()
 
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, _ = self.sock.recvfrom(4096)
-            except (TimeoutError, OSError):
-                continue
-            if len(data) < 12 or data[0] >> 6 != 2 or 192 <= data[1] <= 223:
-                continue
-            _, second, seq, ts, _ssrc = _RTP.unpack_from(data)
-            cc = data[0] & 0x0F
-            self.packets.append(Packet(second & 0x7F, seq, ts, data[12 + 4 * cc :],
-                                       time.monotonic()))
+    def _keep(self, packet: Received, _data: bytes) -> None:
+        self.packets.append(Packet(packet.pt, packet.seq, packet.ts, packet.payload,
+                                   time.monotonic()))
 
     def send(self, dest: tuple[str, int], pcm: np.ndarray) -> float:
         """Send ``pcm`` (8 kHz) as 20 ms μ-law packets; the monotonic time of the first."""
-        from rtppeer import rtp_packet, ulaw_encode
-
         start = time.monotonic()
         frames = len(pcm) // 160
         for i in range(frames):
@@ -210,8 +198,6 @@ class Recorder:
     def audio(self, pt: int = 0) -> tuple[np.ndarray, float]:
         """What came back with payload type ``pt``, placed by RTP timestamp (holes are
         silence), and the arrival time of its first sample."""
-        from rtppeer import ulaw_decode
-
         chosen = [p for p in self.packets if p.pt == pt]
         if not chosen:
             return np.zeros(0), math.nan
@@ -280,8 +266,6 @@ class Echo:
 def priming_packet(opus_pt: int | None) -> bytes:
     """One packet the gateway's b-leg accepts: 20 ms of μ-law silence, or of Opus silence
     (libopus through opuslib, as the gateway's own Opus is not what is measured)."""
-    from rtppeer import rtp_packet
-
     if opus_pt is None:
         return rtp_packet(0, 1, 160, 0x0EC40001, b"\xff" * 160, marker=True)
     import opuslib
@@ -343,8 +327,6 @@ def codec_only(speech: np.ndarray, loss: float, seed: int) -> float:
     the [media] defaults),
     packets dropped as the echo drops them (``random.Random(seed)``), a lost frame recovered
     from the next packet's FEC, decode, μ-law. The codec's share of the score."""
-    from rtppeer import ulaw_decode, ulaw_encode
-
     from gateway.config import MediaConfig
     from gateway.media.opus import OpusDecoder, OpusEncoder, encoder_settings, parse_fmtp
 
@@ -453,12 +435,8 @@ def render(cases: Sequence[Case], meta: dict[str, str], ceiling: float,
     ]
     for c in cases:
         st = c.status
-        counters = ", ".join(
-            f"{k.removeprefix('rtp_')} {st.get(k, 0)}"
-            for k in ("rtp_packets_in", "rtp_packets_out", "rtp_malformed", "media_late_ticks",
-                      "media_handler_errors")
-            if k in st and (st.get(k) or k.startswith("rtp_packets"))
-        )
+        counters = ml.counters_text(st, ("rtp_packets_in", "rtp_packets_out", "rtp_malformed",
+                                         "media_late_ticks", "media_handler_errors"))
         name = ("PCMU -> Opus -> PCMU (transcoded)" if c.path == "transcode"
                 else "PCMU relay (reference)")
         lines.append(
@@ -472,21 +450,18 @@ def render(cases: Sequence[Case], meta: dict[str, str], ceiling: float,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
+    parser = ml.bench_parser(__doc__)
     parser.add_argument("--loss", type=float, default=3.0, help="percent of Opus packets lost")
     parser.add_argument("--seeds", type=int, default=1, help="loss patterns per lossy case")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: the first 4 s of speech, clean cases only")
-    parser.add_argument("--out", type=Path, default=ml.OUT_DIR / "media_quality.md")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    ml.add_output_args(parser, "media_quality")
     args = parser.parse_args(argv)
 
     harness.require_sipp()
     speech = make_speech()
     if args.quick:
         speech = speech[: 4 * RATE]
-    from rtppeer import ulaw_decode, ulaw_encode
-
     ceiling = pesq_nb(speech, ulaw_decode(ulaw_encode(speech)))
     losses = [0.0] if args.quick else [0.0, args.loss / 100.0]
     offline = {loss: codec_only(speech, loss, 1) for loss in losses}
@@ -499,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message_log = workdir / f"{path}-messages.log"
         rig = ml.Rig(workdir / path, scenario=scenario, callee_codecs=codecs, echo=False,
                      callee_args=("-trace_msg", "-message_file", str(message_log)))
-        try:
+        with rig.stopped_after(errors):
             rig.start()
             for loss in losses:
                 for seed in range(1, (args.seeds if loss else 1) + 1):
@@ -513,11 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           + (f" [{case.note}]" if case.note else ""), flush=True)
                     if case.note:
                         errors.append(f"{path} loss {loss:.0%}: {case.note}")
-        except harness.HarnessError as exc:
-            errors.append(str(exc).splitlines()[0])
-            print(exc, file=sys.stderr)
-        finally:
-            tails[path] = rig.stop()
+        tails[path] = rig.log_tail
 
     meta = ml.machine_meta() | {
         "speech": "espeak-ng en-us, Harvard sentences (list 1), "
@@ -530,21 +501,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if errors:
         meta["errors"] = "; ".join(errors)
-    report = render(cases, meta, ceiling, offline)
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report + "\n")
-    ml.write_json(args.out.with_suffix(".json"), {
+    ml.publish(args.out, render(cases, meta, ceiling, offline), {
         "meta": meta, "ulaw_only_pesq": ceiling,
         "codec_only_pesq": {f"{loss:.2f}": v for loss, v in offline.items()},
         "cases": [asdict(c) for c in cases],
         "gateway_log_tails": tails,
-    })
-    if args.keep:
-        print(f"work directory kept: {workdir}", file=sys.stderr)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    }, workdir, args.keep)
     bad = any(math.isnan(c.pesq) for c in cases) or any("Traceback" in t for t in tails.values())
     return 1 if errors or not cases or bad else 0
 

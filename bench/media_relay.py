@@ -26,14 +26,11 @@ Usage: python bench/media_relay.py [--calls 50,100,...] [--seconds 6] [--no-srtp
 
 from __future__ import annotations
 
-import argparse
 import math
-import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +39,13 @@ from mediaload import harness
 
 DEFAULT_CALLS = (50, 100, 200, 300, 400, 500)
 QUICK_CALLS = (20,)
-#: the generator's own pacing; later than this (p99 of its 1 ms slots) the step is invalid
-MAX_SEND_LAG_MS = 5.0
+MAX_SEND_LAG_MS = ml.MAX_SEND_LAG_MS
 TARGET_P99_MS = 1.0
 
 
 @dataclass
-class Step:
-    calls: int
-    srtp: bool
-    seconds: float
-    placed: int = 0
-    setup_failed: int = 0
-    direct: dict[str, Any] = field(default_factory=dict)
-    gateway: dict[str, Any] = field(default_factory=dict)
-    cpu_s: float = 0.0
-    gw_elapsed_s: float = 0.0
-    cpu0: dict[str, float] = field(default_factory=dict)  # the gateway's core, whole
-    status: dict[str, Any] = field(default_factory=dict)
-    hung_up: int = 0
-    note: str = ""
+class Step(ml.LoadStep):
+    srtp: bool = False  # SDES-SRTP on the caller leg
 
     @property
     def relayed(self) -> int:
@@ -72,21 +56,12 @@ class Step:
         return self.cpu_s * 1000.0 / self.relayed if self.relayed else math.nan
 
     @property
-    def cpu_share(self) -> float:
-        return self.cpu_s / self.gw_elapsed_s if self.gw_elapsed_s else math.nan
-
-    @property
     def added_p50(self) -> float:
         return float(self.gateway.get("p50", math.nan) - self.direct.get("p50", math.nan))
 
     @property
     def added_p99(self) -> float:
         return float(self.gateway.get("p99", math.nan) - self.direct.get("p99", math.nan))
-
-    @property
-    def generator_ok(self) -> bool:
-        lag = max(self.direct.get("send_lag_p99_ms", 0.0), self.gateway.get("send_lag_p99_ms", 0.0))
-        return lag <= MAX_SEND_LAG_MS and not self.gateway.get("send_errors", 0)
 
     @property
     def zero_loss(self) -> bool:
@@ -122,73 +97,9 @@ def summarize(result: ml.LoadResult) -> dict[str, Any]:
 
 def run_step(rig: ml.Rig, n: int, seconds: float, srtp: bool,
              profiler_out: Path | None = None, profile_s: float = 0.0) -> tuple[Step, Any]:
-    gw = rig.gw
-    step = Step(n, srtp, seconds)
-    placer = rig.placer("caller_srtp" if srtp else "caller")
-    endpoints = ml.Endpoints(n)
-    top: Any = None
-    try:
-        calls = placer.place(endpoints.ports, srtp=srtp)
-        ok = [c for c in calls if c.status == 200 and c.media[1]]
-        step.placed = len(ok)
-        step.setup_failed = n - len(ok)
-        if step.setup_failed:
-            bad = {c.status for c in calls if c not in ok}
-            step.note = f"{step.setup_failed} calls not set up (statuses {sorted(bad)})"
-            step.hung_up = placer.hangup(calls)
-            return step, None
-        if srtp and any(c.gateway_key is None for c in calls):
-            step.note = "the gateway's answer carried no usable a=crypto line"
-            step.hung_up = placer.hangup(calls)
-            return step, None
-        before = ml.fresh_status(gw)
-        echo = [(ml.LOOPBACK, rig.echo_port)] * n
-
-        def sessions(keys_out: Sequence[bytes | None], keys_in: Sequence[bytes | None]) -> tuple[
-                list[Any] | None, list[Any] | None]:
-            if not srtp:
-                return None, None
-            return ([ml.srtp_session(k, True) for k in keys_out if k is not None],
-                    [ml.srtp_session(k, False) for k in keys_in if k is not None])
-
-        out, inn = sessions([c.key for c in calls], [c.key for c in calls])
-        direct = ml.run_load(endpoints, echo, seconds=seconds, srtp_out=out, srtp_in=inn)
-        step.direct = summarize(direct)
-        endpoints.drain()
-        out, inn = sessions([c.key for c in calls], [c.gateway_key for c in calls])
-        profiler = (
-            ml.Profiler(gw.pid, profile_s, profiler_out, ml.cpu_plan()[1])
-            if profiler_out is not None else None
-        )
-        udp0 = ml.udp_counters()
-        socks0 = ml.udp_socket_drops()
-        times0 = ml.cpu_times()
-        cpu0 = harness.proc_cpu_seconds(gw.pid)
-        via = ml.run_load(endpoints, [c.media for c in calls], seconds=seconds, srtp_out=out,
-                          srtp_in=inn)
-        step.cpu_s = harness.proc_cpu_seconds(gw.pid) - cpu0
-        gw_cpu = min(ml.cpu_plan()[0])
-        step.cpu0 = ml.cpu_breakdown(times0, ml.cpu_times(), f"cpu{gw_cpu}")
-        step.gw_elapsed_s = via.elapsed_s
-        step.gateway = summarize(via) | {
-            "kernel_udp_drops": ml.udp_drops(udp0, ml.udp_counters()),
-            "socket_drops": ml.drops_by_owner(socks0, ml.udp_socket_drops(), {
-                "SIPp echo": [rig.echo_port],
-                "gateway": range(gw.media_port_range[0], gw.media_port_range[1] + 1),
-                "generator": endpoints.ports,
-            }),
-        }
-        if profiler is not None and profiler_out is not None:
-            if profiler.wait():
-                top = ml.profile_top(profiler_out)
-            else:
-                step.note = f"profile failed: {profiler.error}"
-        after = ml.fresh_status(gw)
-        step.status = ml.status_delta(before, after)
-        step.hung_up = placer.hangup(calls)
-    finally:
-        endpoints.close()
-    return step, top
+    return ml.run_step(rig, Step(n, seconds, srtp=srtp), summarize,
+                       caller="caller_srtp" if srtp else "caller", srtp=srtp, drops=True,
+                       profiler_out=profiler_out, profile_s=profile_s)
 
 
 def step_line(s: Step) -> str:
@@ -253,13 +164,9 @@ def render(steps: Sequence[Step], meta: dict[str, str], profile_md: list[str]) -
         ]
         for s in chosen:
             g, d, st = s.gateway, s.direct, s.status
-            counters = ", ".join(
-                f"{k.removeprefix('rtp_')} {st.get(k, 0)}"
-                for k in ("rtp_packets_in", "rtp_packets_out", "rtp_wrong_source",
-                          "rtp_malformed", "rtp_srtp_auth", "rtp_replay", "rtp_unknown_pt",
-                          "media_handler_errors")
-                if k in st and (st.get(k) or k.startswith("rtp_packets"))
-            )
+            counters = ml.counters_text(st, (
+                "rtp_packets_in", "rtp_packets_out", "rtp_wrong_source", "rtp_malformed",
+                "rtp_srtp_auth", "rtp_replay", "rtp_unknown_pt", "media_handler_errors"))
             if not g:
                 lines.append(f"| {s.calls} | - | - | - | - | - | - | - | - | - | - | - | "
                              f"{s.note} |")
@@ -283,105 +190,68 @@ def render(steps: Sequence[Step], meta: dict[str, str], profile_md: list[str]) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
-    parser.add_argument("--calls", default=",".join(map(str, DEFAULT_CALLS)),
-                        help="comma-separated call counts, increasing")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of each run")
+    parser = ml.bench_parser(__doc__)
+    ml.add_sweep_args(parser, DEFAULT_CALLS,
+                      profile_help="py-spy at the largest passing N (0: no profile)",
+                      quick_help="smoke run: 20 calls for 3 s, plain and SRTP, 2 s profile")
     parser.add_argument("--no-srtp", action="store_true", help="plain RTP only")
-    parser.add_argument("--profile-seconds", type=float, default=8.0,
-                        help="py-spy at the largest passing N (0: no profile)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 20 calls for 3 s, plain and SRTP, 2 s profile")
-    parser.add_argument("--out", type=Path, default=ml.OUT_DIR / "media_relay.md")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    ml.add_output_args(parser, "media_relay")
     args = parser.parse_args(argv)
 
-    counts = list(QUICK_CALLS) if args.quick else [int(c) for c in args.calls.split(",") if c]
-    seconds = 3.0 if args.quick else args.seconds
-    profile_s = 2.0 if args.quick else args.profile_seconds
+    sweep = ml.Sweep.from_args(args, QUICK_CALLS)
     harness.require_sipp()
     workdir = Path(tempfile.mkdtemp(prefix="bench-media-relay-"))
     rig = ml.Rig(workdir, callers={"caller": "off", "caller_srtp": "mandatory"})
     steps: list[Step] = []
     profile_md: list[str] = []
     errors: list[str] = []
-    deadline = time.monotonic() + (50 if args.quick else 540)
-    try:
+    with rig.stopped_after(errors):
         rig.start()
         stopped = {False: False, True: args.no_srtp}
-        for n in counts:
+        for n in sweep.counts:
             for srtp in (False, True):
                 if stopped[srtp]:
                     continue
-                if time.monotonic() > deadline:
+                if sweep.overdue():
                     errors.append(f"time budget spent before {n} calls")
                     stopped[srtp] = True
                     continue
-                if rig.gateway is None or not rig.gateway.running():
+                if not rig.running():
                     errors.append("the gateway exited")
                     stopped = {False: True, True: True}
                     break
-                step, _ = run_step(rig, n, seconds, srtp)
+                step, _ = run_step(rig, n, sweep.seconds, srtp)
                 steps.append(step)
                 print(step_line(step), flush=True)
                 if not step.passed:
                     stopped[srtp] = True
         chosen = best(steps, False) or next((s for s in steps if not s.srtp), None)
-        if ml.py_spy_path() is None:
-            profile_md = ["(no profile: py-spy is not installed)", ""]
-        elif profile_s > 0 and chosen is not None and rig.gateway is not None \
-                and rig.gateway.running():
-            raw = args.out.with_name(args.out.stem + "_profile.txt")
-            step, top = run_step(rig, chosen.calls, max(seconds, profile_s + 1.0), False,
-                                 profiler_out=raw, profile_s=profile_s)
-            print("profile run: " + step_line(step), flush=True)
-            if top:
-                profile_md = [
-                    f"## Profile: the gateway relaying {chosen.calls} calls "
-                    f"({chosen.calls * 100} packets/s), py-spy {profile_s:g} s, "
-                    f"{int(top['samples'][0][1])} samples",
-                    "",
-                    f"Gateway CPU during the profiled run: {step.cpu_share:.0%} of one core "
-                    "(py-spy --nonblocking, its own CPU on the other core). "
-                    f"Raw stacks: `{ml.shown(raw)}`.",
-                    "",
-                    *ml.render_profile(top),
-                    "",
-                ]
-            else:
-                errors.append(f"no profile ({step.note})")
-    except harness.HarnessError as exc:
-        errors.append(str(exc).splitlines()[0])
-        print(exc, file=sys.stderr)
-    finally:
-        log_tail = rig.stop()
+        profile_md = ml.profile_section(
+            rig, sweep, chosen, args.out, errors,
+            run=lambda n, seconds, raw: run_step(rig, n, seconds, False, profiler_out=raw,
+                                                 profile_s=sweep.profile_s),
+            line=step_line,
+            title=lambda s: f"the gateway relaying {s.calls} calls ({s.calls * 100} packets/s)",
+            aside=lambda s: "py-spy --nonblocking, its own CPU on the other core",
+        )
+    log_tail = rig.log_tail
 
     meta = ml.machine_meta() | {
-        "runs": f"{seconds:g} s per run, calls {', '.join(map(str, counts))}; plain then SRTP "
-        "at each N, each after the same packets sent without the gateway (direct)",
+        "runs": f"{sweep.summary}; plain then SRTP at each N, each after the same packets sent "
+        "without the gateway (direct)",
         "pass": f"0 lost and the generator on time (slot lag p99 <= {MAX_SEND_LAG_MS:g} ms); "
         "a mode stops at its first step with loss",
-        "cores": "gateway pinned to CPU 0; SIPp, generator and py-spy to CPU 1"
-        if rig.pinned else "not pinned (fewer than 2 CPUs, or refused)",
+        "cores": rig.cores,
     }
     if errors:
         meta["errors"] = "; ".join(errors)
-    report = render(steps, meta, profile_md)
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report + "\n")
-    ml.write_json(args.out.with_suffix(".json"), {
+    ml.publish(args.out, render(steps, meta, profile_md), {
         "meta": meta,
         "steps": [asdict(s) | {"added_p50": s.added_p50, "added_p99": s.added_p99,
                                "cpu_per_1000": s.cpu_per_1000, "cpu_share": s.cpu_share,
                                "passed": s.passed} for s in steps],
         "gateway_log_tail": log_tail,
-    })
-    if args.keep:
-        print(f"work directory kept: {workdir}", file=sys.stderr)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    }, workdir, args.keep)
     bad_log = "Traceback" in log_tail
     return 1 if errors or not steps or bad_log else 0
 

@@ -26,14 +26,11 @@ Usage: python bench/media_transcode.py [--calls 25,50,...] [--seconds 6] [--quic
 
 from __future__ import annotations
 
-import argparse
 import math
-import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +41,11 @@ DEFAULT_CALLS = (25, 35, 50, 75, 100, 150, 200, 250)
 QUICK_CALLS = (10,)
 LATE_MS = 30.0
 MIN_BACK = 0.99  # frames back / frames sent for a step to count
-MAX_SEND_LAG_MS = 5.0
+MAX_SEND_LAG_MS = ml.MAX_SEND_LAG_MS
 
 
 @dataclass
-class Step:
-    calls: int
-    seconds: float
-    placed: int = 0
-    setup_failed: int = 0
-    direct: dict[str, Any] = field(default_factory=dict)
-    gateway: dict[str, Any] = field(default_factory=dict)
-    cpu_s: float = 0.0
-    gw_elapsed_s: float = 0.0
-    cpu0: dict[str, float] = field(default_factory=dict)
-    status: dict[str, Any] = field(default_factory=dict)
-    hung_up: int = 0
-    note: str = ""
-
+class Step(ml.LoadStep):
     @property
     def late_ticks(self) -> int:
         return int(self.status.get("media_late_ticks", -1))
@@ -72,18 +56,9 @@ class Step:
         return self.gateway.get("frames", 0) / sent if sent else math.nan
 
     @property
-    def cpu_share(self) -> float:
-        return self.cpu_s / self.gw_elapsed_s if self.gw_elapsed_s else math.nan
-
-    @property
     def cpu_ms_per_call_second(self) -> float:
         span = self.gateway.get("send_span_s", 0.0)
         return self.cpu_s * 1000.0 / (self.calls * span) if span else math.nan
-
-    @property
-    def generator_ok(self) -> bool:
-        lag = max(self.direct.get("send_lag_p99_ms", 0.0), self.gateway.get("send_lag_p99_ms", 0.0))
-        return lag <= MAX_SEND_LAG_MS and not self.gateway.get("send_errors", 0)
 
     @property
     def passed(self) -> bool:
@@ -114,49 +89,8 @@ def summarize(result: ml.LoadResult) -> dict[str, Any]:
 
 def run_step(rig: ml.Rig, n: int, seconds: float, frames: list[bytes],
              profiler_out: Path | None = None, profile_s: float = 0.0) -> tuple[Step, Any]:
-    gw = rig.gw
-    step = Step(n, seconds)
-    placer = rig.placer()
-    endpoints = ml.Endpoints(n)
-    top: Any = None
-    try:
-        calls = placer.place(endpoints.ports)
-        ok = [c for c in calls if c.status == 200 and c.media[1]]
-        step.placed = len(ok)
-        step.setup_failed = n - len(ok)
-        if step.setup_failed:
-            bad = sorted({c.status for c in calls if c not in ok})
-            step.note = f"{step.setup_failed} calls not set up (statuses {bad})"
-            step.hung_up = placer.hangup(calls)
-            return step, None
-        before = ml.fresh_status(gw)
-        echo = [(ml.LOOPBACK, rig.echo_port)] * n
-        direct = ml.run_load(endpoints, echo, seconds=seconds, mode="audio", audio=frames)
-        step.direct = summarize(direct)
-        endpoints.drain()
-        profiler = (
-            ml.Profiler(gw.pid, profile_s, profiler_out, ml.cpu_plan()[1])
-            if profiler_out is not None else None
-        )
-        times0 = ml.cpu_times()
-        cpu0 = harness.proc_cpu_seconds(gw.pid)
-        via = ml.run_load(endpoints, [c.media for c in calls], seconds=seconds, mode="audio",
-                          audio=frames)
-        step.cpu_s = harness.proc_cpu_seconds(gw.pid) - cpu0
-        step.cpu0 = ml.cpu_breakdown(times0, ml.cpu_times(), f"cpu{min(ml.cpu_plan()[0])}")
-        step.gw_elapsed_s = via.elapsed_s
-        step.gateway = summarize(via)
-        if profiler is not None and profiler_out is not None:
-            if profiler.wait():
-                top = ml.profile_top(profiler_out)
-            else:
-                step.note = f"profile failed: {profiler.error}"
-        after = ml.fresh_status(gw)
-        step.status = ml.status_delta(before, after)
-        step.hung_up = placer.hangup(calls)
-    finally:
-        endpoints.close()
-    return step, top
+    return ml.run_step(rig, Step(n, seconds), summarize, load={"mode": "audio", "audio": frames},
+                       profiler_out=profiler_out, profile_s=profile_s)
 
 
 def step_line(s: Step) -> str:
@@ -201,12 +135,11 @@ def render(steps: Sequence[Step], meta: dict[str, str], profile_md: list[str]) -
         if not g:
             lines.append(f"| {s.calls} | - | - | - | - | - | - | - | - | {s.note} |")
             continue
-        counters = ", ".join(
-            f"{k.removeprefix('rtp_')} {st.get(k, 0)}"
-            for k in ("transcoders", "rtp_packets_in", "rtp_packets_out", "rtp_malformed",
-                      "rtp_wrong_source", "rtp_unknown_pt", "media_handler_errors")
-            if k in st and (st.get(k) or k in ("transcoders", "rtp_packets_in",
-                                                "rtp_packets_out"))
+        counters = ml.counters_text(
+            st,
+            ("transcoders", "rtp_packets_in", "rtp_packets_out", "rtp_malformed",
+             "rtp_wrong_source", "rtp_unknown_pt", "media_handler_errors"),
+            always=("transcoders", "rtp_packets_in", "rtp_packets_out"),
         )
         lines.append(
             f"| {s.calls} | {s.late_ticks} | {g['frames']} / {g['sent']} ({s.back_ratio:.1%}) "
@@ -224,21 +157,14 @@ def render(steps: Sequence[Step], meta: dict[str, str], profile_md: list[str]) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
-    parser.add_argument("--calls", default=",".join(map(str, DEFAULT_CALLS)),
-                        help="comma-separated call counts, increasing")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of each run")
-    parser.add_argument("--profile-seconds", type=float, default=8.0,
-                        help="py-spy at the largest N with 0 late ticks (0: no profile)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 10 calls for 3 s, 2 s profile")
-    parser.add_argument("--out", type=Path, default=ml.OUT_DIR / "media_transcode.md")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser = ml.bench_parser(__doc__)
+    ml.add_sweep_args(parser, DEFAULT_CALLS,
+                      profile_help="py-spy at the largest N with 0 late ticks (0: no profile)",
+                      quick_help="smoke run: 10 calls for 3 s, 2 s profile")
+    ml.add_output_args(parser, "media_transcode")
     args = parser.parse_args(argv)
 
-    counts = list(QUICK_CALLS) if args.quick else [int(c) for c in args.calls.split(",") if c]
-    seconds = 3.0 if args.quick else args.seconds
-    profile_s = 2.0 if args.quick else args.profile_seconds
+    sweep = ml.Sweep.from_args(args, QUICK_CALLS)
     harness.require_sipp()
     workdir = Path(tempfile.mkdtemp(prefix="bench-media-transcode-"))
     rig = ml.Rig(workdir, scenario="uas_opus", callee_codecs=("opus",))
@@ -246,81 +172,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps: list[Step] = []
     profile_md: list[str] = []
     errors: list[str] = []
-    log_tail = ""
-    deadline = time.monotonic() + (50 if args.quick else 540)
-    try:
+    with rig.stopped_after(errors):
         rig.start()
-        for n in counts:
-            if time.monotonic() > deadline:
+        for n in sweep.counts:
+            if sweep.overdue():
                 errors.append(f"time budget spent before {n} calls")
                 break
             if not rig.gw.running():
                 errors.append("the gateway exited")
                 break
-            step, _ = run_step(rig, n, seconds, frames)
+            step, _ = run_step(rig, n, sweep.seconds, frames)
             steps.append(step)
             print(step_line(step), flush=True)
             late_share = step.gateway.get("late", 0) / max(1, step.gateway.get("frames", 0))
             if step.setup_failed or step.back_ratio < 0.9 or late_share > 0.5 \
                     or step.cpu_share > 0.98:
                 break  # overloaded (or broken): larger N only costs time
-        chosen = best(steps) or (steps[0] if steps else None)
-        if ml.py_spy_path() is None:
-            profile_md = ["(no profile: py-spy is not installed)", ""]
-        elif profile_s > 0 and chosen is not None and rig.gw.running():
-            raw = args.out.with_name(args.out.stem + "_profile.txt")
-            step, top = run_step(rig, chosen.calls, max(seconds, profile_s + 1.0), frames,
-                                 profiler_out=raw, profile_s=profile_s)
-            print("profile run: " + step_line(step), flush=True)
-            if top:
-                profile_md = [
-                    f"## Profile: the gateway transcoding {chosen.calls} calls both ways, "
-                    f"py-spy {profile_s:g} s, {int(top['samples'][0][1])} samples",
-                    "",
-                    f"Gateway CPU during the profiled run: {step.cpu_share:.0%} of one core "
-                    f"(late ticks {step.late_ticks}; py-spy --nonblocking on the other core). "
-                    f"Raw stacks: `{ml.shown(raw)}`.",
-                    "",
-                    *ml.render_profile(top),
-                    "",
-                ]
-            else:
-                errors.append(f"no profile ({step.note})")
-    except harness.HarnessError as exc:
-        errors.append(str(exc).splitlines()[0])
-        print(exc, file=sys.stderr)
-    finally:
-        log_tail = rig.stop()
+        profile_md = ml.profile_section(
+            rig, sweep, best(steps) or (steps[0] if steps else None), args.out, errors,
+            run=lambda n, seconds, raw: run_step(rig, n, seconds, frames, profiler_out=raw,
+                                                 profile_s=sweep.profile_s),
+            line=step_line,
+            title=lambda s: f"the gateway transcoding {s.calls} calls both ways",
+            aside=lambda s: f"late ticks {s.late_ticks}; py-spy --nonblocking on the other core",
+        )
+    log_tail = rig.log_tail
 
     meta = ml.machine_meta() | {
-        "runs": f"{seconds:g} s per run, calls {', '.join(map(str, counts))}; at each N the "
-        "same packets first straight to SIPp's echo (direct), then through the gateway",
+        "runs": f"{sweep.summary}; at each N the same packets first straight to SIPp's echo "
+        "(direct), then through the gateway",
         "pass": f"0 media_late_ticks over the step, >= {MIN_BACK:.0%} of frames back, the "
         f"generator on time (slot lag p99 <= {MAX_SEND_LAG_MS:g} ms)",
         "late frame": f"a PCMU frame back more than {LATE_MS:g} ms after its 20 ms schedule "
         "(RTP timestamp; the call's earliest frame sets the schedule)",
-        "cores": "gateway pinned to CPU 0; SIPp, generator and py-spy to CPU 1"
-        if rig.pinned else "not pinned (fewer than 2 CPUs, or refused)",
+        "cores": rig.cores,
     }
     if errors:
         meta["errors"] = "; ".join(errors)
-    report = render(steps, meta, profile_md)
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report + "\n")
-    ml.write_json(args.out.with_suffix(".json"), {
+    ml.publish(args.out, render(steps, meta, profile_md), {
         "meta": meta,
         "steps": [asdict(s) | {"late_ticks": s.late_ticks, "back_ratio": s.back_ratio,
                                "cpu_share": s.cpu_share,
                                "cpu_ms_per_call_second": s.cpu_ms_per_call_second,
                                "passed": s.passed} for s in steps],
         "gateway_log_tail": log_tail,
-    })
-    if args.keep:
-        print(f"work directory kept: {workdir}", file=sys.stderr)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    }, workdir, args.keep)
     return 1 if errors or not steps or "Traceback" in log_tail else 0
 
 

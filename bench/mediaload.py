@@ -14,8 +14,14 @@ What they share, all on 127.0.0.1:
   sent in 1 ms slots (the calls' phases spread over the 20 ms, as independent phones'
   would be), receive times from the kernel (``SO_TIMESTAMPNS``), so the generator's own
   scheduling never shows up as latency;
+- :class:`LoadStep` and :func:`run_step`: one step of a load bench (N calls placed, the load
+  straight to SIPp's echo, then through the gateway with its CPU and counters measured);
 - the gateway's status file (``trunks.json``, rewritten every 5 s), the kernel's UDP drop
-  counters, py-spy profiles summarised as self and inclusive shares.
+  counters, py-spy profiles summarised as self and inclusive shares;
+- the benches' common options (:func:`add_sweep_args`, :func:`add_output_args`), the sweep
+  (:class:`Sweep`), the rig's lifetime (:meth:`Rig.stopped_after`), the report's profile
+  section (:func:`profile_section`) and counters (:func:`counters_text`), and its writing
+  (:func:`publish`).
 
 Every loop here is bounded in count and in time; every process is started and stopped by the
 bench that uses them (harness: by PID).
@@ -23,6 +29,7 @@ bench that uses them (harness: by PID).
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import json
@@ -31,6 +38,7 @@ import os
 import random
 import re
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -39,10 +47,10 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -509,6 +517,7 @@ class Rig:
         self.srtp = dict(callers or {"caller": "off"})
         self.echo_port = 0
         self.pinned = False
+        self.log_tail = ""  # the gateway's, once stopped
 
     def start(self) -> Rig:
         self.callee, self.echo_port = start_echo_callee(
@@ -539,6 +548,31 @@ class Rig:
         if self.gateway is None:
             raise harness.HarnessError("the rig is not started")
         return self.gateway
+
+    @contextlib.contextmanager
+    def stopped_after(self, errors: list[str]) -> Iterator[None]:
+        """For a ``with`` block that starts the rig and uses it: stops the rig when the block
+        ends, whatever happens (the gateway's log tail then in :attr:`log_tail`); a
+        HarnessError ends the block early, its first line into ``errors``, all of it to
+        stderr."""
+        try:
+            yield
+        except harness.HarnessError as exc:
+            errors.append(str(exc).splitlines()[0])
+            print(exc, file=sys.stderr)
+        finally:
+            self.log_tail = self.stop()
+
+    def running(self) -> bool:
+        """The gateway was started and still runs."""
+        return self.gateway is not None and self.gateway.running()
+
+    @property
+    def cores(self) -> str:
+        """Where the load benches' processes run, for their reports."""
+        if self.pinned:
+            return "gateway pinned to CPU 0; SIPp, generator and py-spy to CPU 1"
+        return "not pinned (fewer than 2 CPUs, or refused)"
 
     def placer(self, caller: str = "caller") -> CallPlacer:
         return CallPlacer(self.uacs[caller])
@@ -882,6 +916,139 @@ def frame_timing(
 
 
 # --------------------------------------------------------------------------------------------
+# one step of a load bench: N calls, the load without and through the gateway
+
+#: the generator's own pacing; later than this (p99 of its 1 ms slots) a step is invalid
+MAX_SEND_LAG_MS = 5.0
+
+
+@dataclass
+class LoadStep:
+    """What one step (``calls`` calls, runs of ``seconds``) measured: the calls set up, the
+    summaries of the run straight to SIPp's echo (``direct``) and of the run through the
+    gateway (``gateway``), the gateway's CPU over that run and its status counters over the
+    step. The benches add their own verdicts."""
+
+    calls: int
+    seconds: float
+    placed: int = 0
+    setup_failed: int = 0
+    direct: dict[str, Any] = field(default_factory=dict)
+    gateway: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float = 0.0
+    gw_elapsed_s: float = 0.0
+    cpu0: dict[str, float] = field(default_factory=dict)  # the gateway's core, whole
+    status: dict[str, Any] = field(default_factory=dict)
+    hung_up: int = 0
+    note: str = ""
+
+    @property
+    def cpu_share(self) -> float:
+        return self.cpu_s / self.gw_elapsed_s if self.gw_elapsed_s else math.nan
+
+    @property
+    def generator_ok(self) -> bool:
+        lag = max(self.direct.get("send_lag_p99_ms", 0.0), self.gateway.get("send_lag_p99_ms", 0.0))
+        return lag <= MAX_SEND_LAG_MS and not self.gateway.get("send_errors", 0)
+
+
+StepT = TypeVar("StepT", bound=LoadStep)
+
+
+def _srtp_sessions(calls: Sequence[Call], srtp: bool, *, direct: bool) -> tuple[
+        list[Any] | None, list[Any] | None]:
+    """Fresh SRTP sessions for one run (None, None for plain RTP): the callers' keys out; in,
+    the callers' own keys (SIPp echoes them) or, through the gateway, the gateway's keys."""
+    if not srtp:
+        return None, None
+    keys_in = [c.key if direct else c.gateway_key for c in calls]
+    return ([srtp_session(c.key, True) for c in calls if c.key is not None],
+            [srtp_session(k, False) for k in keys_in if k is not None])
+
+
+def run_step(
+    rig: Rig,
+    step: StepT,
+    summarize: Callable[[LoadResult], dict[str, Any]],
+    *,
+    caller: str = "caller",
+    srtp: bool = False,
+    load: Mapping[str, Any] | None = None,
+    drops: bool = False,
+    profiler_out: Path | None = None,
+    profile_s: float = 0.0,
+) -> tuple[StepT, Any]:
+    """One step: ``step.calls`` calls placed from ``caller``'s socket (SDES-SRTP offers with
+    ``srtp``), ``step.seconds`` of load (:func:`run_load`, with ``load``'s further arguments)
+    straight to SIPp's echo, then through the gateway, each run's ``summarize``-d result in
+    ``step.direct`` and ``step.gateway`` (with ``drops``: plus the kernel's UDP drops over the
+    run, by socket owner), the gateway's CPU over its run, its status counters over the step;
+    every call hung up. With ``profiler_out``, py-spy records the gateway for ``profile_s``
+    during its run: (the step, :func:`profile_top` of it, or None)."""
+    gw = rig.gw
+    n = step.calls
+    placer = rig.placer(caller)
+    endpoints = Endpoints(n)
+    more = dict(load or {})
+    top: Any = None
+    try:
+        calls = placer.place(endpoints.ports, srtp=srtp)
+        ok = [c for c in calls if c.status == 200 and c.media[1]]
+        step.placed = len(ok)
+        step.setup_failed = n - len(ok)
+        if step.setup_failed:
+            bad = sorted({c.status for c in calls if c not in ok})
+            step.note = f"{step.setup_failed} calls not set up (statuses {bad})"
+            step.hung_up = placer.hangup(calls)
+            return step, None
+        if srtp and any(c.gateway_key is None for c in calls):
+            step.note = "the gateway's answer carried no usable a=crypto line"
+            step.hung_up = placer.hangup(calls)
+            return step, None
+        before = fresh_status(gw)
+        echo = [(LOOPBACK, rig.echo_port)] * n
+        out, inn = _srtp_sessions(calls, srtp, direct=True)
+        direct = run_load(endpoints, echo, seconds=step.seconds, srtp_out=out, srtp_in=inn,
+                          **more)
+        step.direct = summarize(direct)
+        endpoints.drain()
+        out, inn = _srtp_sessions(calls, srtp, direct=False)
+        profiler = (
+            Profiler(gw.pid, profile_s, profiler_out, cpu_plan()[1])
+            if profiler_out is not None else None
+        )
+        udp0 = udp_counters() if drops else {}
+        socks0 = udp_socket_drops() if drops else {}
+        times0 = cpu_times()
+        cpu0 = harness.proc_cpu_seconds(gw.pid)
+        via = run_load(endpoints, [c.media for c in calls], seconds=step.seconds, srtp_out=out,
+                       srtp_in=inn, **more)
+        step.cpu_s = harness.proc_cpu_seconds(gw.pid) - cpu0
+        step.cpu0 = cpu_breakdown(times0, cpu_times(), f"cpu{min(cpu_plan()[0])}")
+        step.gw_elapsed_s = via.elapsed_s
+        step.gateway = summarize(via)
+        if drops:
+            step.gateway |= {
+                "kernel_udp_drops": udp_drops(udp0, udp_counters()),
+                "socket_drops": drops_by_owner(socks0, udp_socket_drops(), {
+                    "SIPp echo": [rig.echo_port],
+                    "gateway": range(gw.media_port_range[0], gw.media_port_range[1] + 1),
+                    "generator": endpoints.ports,
+                }),
+            }
+        if profiler is not None and profiler_out is not None:
+            if profiler.wait():
+                top = profile_top(profiler_out)
+            else:
+                step.note = f"profile failed: {profiler.error}"
+        step.status = status_delta(before, fresh_status(gw))
+        step.hung_up = placer.hangup(calls)
+    finally:
+        endpoints.close()
+    return step, top
+
+
+# --------------------------------------------------------------------------------------------
 # audio frames for the transcoder
 
 
@@ -911,9 +1078,7 @@ def py_spy_path() -> str | None:
     candidate = Path(sys.executable).with_name("py-spy")
     if candidate.exists():
         return str(candidate)
-    from shutil import which
-
-    return which("py-spy")
+    return shutil.which("py-spy")
 
 
 class Profiler:
@@ -1062,3 +1227,120 @@ def machine_meta() -> dict[str, str]:
         "gateway": gateway_version(),
     }
 
+
+
+# --------------------------------------------------------------------------------------------
+# the benches' command lines, sweeps and reports
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser described by the first paragraph of a bench's docstring."""
+    return argparse.ArgumentParser(description=doc.split("\n\n", 1)[0] if doc else "")
+
+
+def add_sweep_args(parser: argparse.ArgumentParser, calls: Sequence[int], *,
+                   profile_help: str, quick_help: str) -> None:
+    """A load sweep's options: --calls, --seconds, --profile-seconds, --quick."""
+    parser.add_argument("--calls", default=",".join(map(str, calls)),
+                        help="comma-separated call counts, increasing")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each run")
+    parser.add_argument("--profile-seconds", type=float, default=8.0, help=profile_help)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+
+
+def add_output_args(parser: argparse.ArgumentParser, name: str) -> None:
+    """--out (the report, ``bench/out/NAME.md`` by default; its JSON beside it) and --keep."""
+    parser.add_argument("--out", type=Path, default=OUT_DIR / f"{name}.md")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+
+
+@dataclass
+class Sweep:
+    """A load sweep as asked for (``--quick``: the smoke values): the call counts, the length
+    of each run and of the profile, and the time budget (50 s quick, else 540 s)."""
+
+    counts: list[int]
+    seconds: float
+    profile_s: float
+    deadline: float
+
+    @property
+    def summary(self) -> str:
+        return f"{self.seconds:g} s per run, calls {', '.join(map(str, self.counts))}"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, quick_calls: Sequence[int]) -> Sweep:
+        return cls(
+            counts=list(quick_calls) if args.quick else [int(c) for c in args.calls.split(",")
+                                                         if c],
+            seconds=3.0 if args.quick else args.seconds,
+            profile_s=2.0 if args.quick else args.profile_seconds,
+            deadline=time.monotonic() + (50 if args.quick else 540),
+        )
+
+    def overdue(self) -> bool:
+        return time.monotonic() > self.deadline
+
+
+def profile_section(
+    rig: Rig,
+    sweep: Sweep,
+    chosen: StepT | None,
+    out: Path,
+    errors: list[str],
+    *,
+    run: Callable[[int, float, Path], tuple[StepT, Any]],
+    line: Callable[[StepT], str],
+    title: Callable[[StepT], str],
+    aside: Callable[[StepT], str],
+) -> list[str]:
+    """The report's profile of the gateway: one more run of ``chosen.calls`` calls,
+    ``run(calls, seconds, raw)`` with py-spy for ``sweep.profile_s`` writing its raw stacks to
+    ``raw`` (beside ``out``). Its Markdown (a heading saying ``title(step)``, the gateway's CPU
+    and ``aside(step)``, the tables); a note when py-spy is not installed; nothing when there
+    is nothing to profile (an error noted when the profile failed)."""
+    if py_spy_path() is None:
+        return ["(no profile: py-spy is not installed)", ""]
+    if sweep.profile_s <= 0 or chosen is None or not rig.running():
+        return []
+    raw = out.with_name(out.stem + "_profile.txt")
+    step, top = run(chosen.calls, max(sweep.seconds, sweep.profile_s + 1.0), raw)
+    print("profile run: " + line(step), flush=True)
+    if not top:
+        errors.append(f"no profile ({step.note})")
+        return []
+    return [
+        f"## Profile: {title(step)}, py-spy {sweep.profile_s:g} s, "
+        f"{int(top['samples'][0][1])} samples",
+        "",
+        f"Gateway CPU during the profiled run: {step.cpu_share:.0%} of one core "
+        f"({aside(step)}). Raw stacks: `{shown(raw)}`.",
+        "",
+        *render_profile(top),
+        "",
+    ]
+
+
+def publish(out: Path, report: str, doc: object, workdir: Path, keep: bool) -> None:
+    """Print the Markdown ``report`` and write it to ``out``, ``doc`` as JSON beside it; then
+    remove the work directory, unless ``keep``."""
+    print()
+    print(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report + "\n")
+    write_json(out.with_suffix(".json"), doc)
+    if keep:
+        print(f"work directory kept: {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def counters_text(status: Mapping[str, Any], keys: Sequence[str],
+                  always: Sequence[str] = ("rtp_packets_in", "rtp_packets_out")) -> str:
+    """The gateway's status counters ``keys`` for a report's table cell (``rtp_`` dropped from
+    the names): those that are in ``status`` and not 0, and those of ``always`` even when 0."""
+    return ", ".join(
+        f"{k.removeprefix('rtp_')} {status.get(k, 0)}"
+        for k in keys
+        if k in status and (status.get(k) or k in always)
+    )

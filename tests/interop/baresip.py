@@ -65,10 +65,14 @@ from .harness import (
     LOOPBACK,
     HarnessError,
     PortKind,
+    StartStop,
+    _stop_process,
     _tail,
+    binary_path,
     free_port,
     free_port_pair,
     port_in_use,
+    require_binary,
 )
 
 SrtpMode = Literal["srtp", "srtp-mand", "srtp-mandf"]
@@ -105,21 +109,17 @@ class BaresipNotFoundError(BaresipError):
 
 def baresip_path() -> str | None:
     """Path of the ``baresip`` binary (``$BARESIP`` overrides PATH), or None."""
-    configured = os.environ.get("BARESIP")
-    if configured:
-        return configured if os.access(configured, os.X_OK) else None
-    return shutil.which("baresip")
+    return binary_path("baresip", "BARESIP")
 
 
 def require_baresip() -> str:
     """Path of ``baresip``, or :class:`BaresipNotFoundError` saying how to get it."""
-    path = baresip_path()
-    if path is None:
-        raise BaresipNotFoundError(
-            "baresip not found on PATH: install Debian's baresip-core "
-            "(apt-get install baresip-core, `make deps` does it) or set BARESIP=/path/to/baresip"
-        )
-    return path
+    return require_binary(
+        "baresip",
+        "BARESIP",
+        "Debian's baresip-core (apt-get install baresip-core, `make deps` does it)",
+        BaresipNotFoundError,
+    )
 
 
 def module_dir() -> Path:
@@ -287,7 +287,7 @@ class _Ctrl:
 # the softphone
 
 
-class Baresip:
+class Baresip(StartStop):
     """One baresip instance on 127.0.0.1, in its own directory ``workdir``.
 
     - ``codecs``: the account's ``audio_codecs``, in order of preference (``["PCMU"]``,
@@ -559,13 +559,8 @@ class Baresip:
                     self._ctrl.send("quit", None, "quit")
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._proc.wait(timeout=grace_s / 2)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                if self._proc.poll() is not None:
-                    break
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self._proc.pid, sig)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._proc.wait(timeout=grace_s / 2 if sig == signal.SIGTERM else 10)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # not even SIGKILL: None
+                _stop_process(self._proc, grace_s / 2, signal.SIGTERM)
             self.exit_code = self._proc.poll()
         if self._ctrl is not None:
             self._ctrl.close()
@@ -576,17 +571,6 @@ class Baresip:
             self._log.close()
             self._log = None
         return self.exit_code
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- commands and events ---------------------------------------------------------------
 

@@ -75,27 +75,63 @@ class SippNotFoundError(HarnessError):
     """The ``sipp`` binary is not on PATH (Debian package ``sip-tester``)."""
 
 
+class StartStop:
+    """A peer used as a context manager: ``with peer:`` starts it (:meth:`start`) and stops it
+    (:meth:`stop`, by PID) when the block ends, whatever happens."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> int | None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # small tools
 
 
-def sipp_path() -> str | None:
-    """Path of the ``sipp`` binary (``$SIPP`` overrides PATH), or None."""
-    configured = os.environ.get("SIPP")
+def binary_path(name: str, variable: str) -> str | None:
+    """Path of the ``name`` binary (``$VARIABLE`` overrides PATH), or None."""
+    configured = os.environ.get(variable)
     if configured:
         return configured if os.access(configured, os.X_OK) else None
-    return shutil.which("sipp")
+    return shutil.which(name)
+
+
+def require_binary(
+    name: str, variable: str, install: str, error: type[HarnessError] = HarnessError
+) -> str:
+    """Path of the ``name`` binary, or ``error`` saying how to get it (``install``) or where
+    to point ``$VARIABLE``."""
+    path = binary_path(name, variable)
+    if path is None:
+        raise error(
+            f"{name} not found on PATH: install {install} or set {variable}=/path/to/{name}"
+        )
+    return path
+
+
+def sipp_path() -> str | None:
+    """Path of the ``sipp`` binary (``$SIPP`` overrides PATH), or None."""
+    return binary_path("sipp", "SIPP")
 
 
 def require_sipp() -> str:
     """Path of ``sipp``, or :class:`SippNotFoundError` saying how to get it."""
-    path = sipp_path()
-    if path is None:
-        raise SippNotFoundError(
-            "sipp not found on PATH: install Debian's sip-tester (apt-get install sip-tester) "
-            "or set SIPP=/path/to/sipp"
-        )
-    return path
+    return require_binary(
+        "sipp", "SIPP", "Debian's sip-tester (apt-get install sip-tester)", SippNotFoundError
+    )
 
 
 def scenario_path(scenario: str | Path) -> Path:
@@ -554,7 +590,7 @@ def run_sipp(
     )
 
 
-class SippServer:
+class SippServer(StartStop):
     """A SIPp UAS scenario (``uas.xml``, ``uas_busy.xml``...) running in the background on
     127.0.0.1:``port`` until :meth:`stop`. Use as a context manager."""
 
@@ -691,17 +727,6 @@ class SippServer:
         errors = _tail(self.error_path, 20_000) if self.error_path else ""
         return out + ("\n--- errors ---\n" + errors if errors else "")
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 # --------------------------------------------------------------------------------------------
 # TOML writing (the config contract only needs tables of scalars, arrays and inline tables)
@@ -790,7 +815,7 @@ class GatewayStartError(HarnessError):
     """The gateway exited or never answered OPTIONS; the message ends with its log tail."""
 
 
-class GatewayProcess:
+class GatewayProcess(StartStop):
     """``python -m gateway.cli run -c CONF`` on free loopback ports, with a generated config.
 
     The work directory holds ``gateway.toml`` (every path absolute), ``dialplans/test.toml``,
@@ -1016,17 +1041,6 @@ class GatewayProcess:
                 )
             time.sleep(0.05)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 # --------------------------------------------------------------------------------------------
 # Sippy B2BUA (the peer benches compare with)
@@ -1040,7 +1054,7 @@ def sippy_python() -> str | None:
     return sys.executable if importlib.util.find_spec("sippy") is not None else None
 
 
-class SippyB2bua:
+class SippyB2bua(StartStop):
     """Sippy B2BUA listening on 127.0.0.1:``port`` (UDP), relaying every INVITE to
     ``route`` (``127.0.0.1:PORT``), with RADIUS auth and accounting off, in the foreground.
 
@@ -1146,17 +1160,6 @@ class SippyB2bua:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager

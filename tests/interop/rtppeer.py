@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +60,31 @@ class Received:
     payload: bytes
 
 
+def parse_rtp(data: bytes, source: tuple[str, int]) -> Received | None:
+    """The RTP packet in a datagram from ``source``; None for RTCP or anything that is not RTP
+    version 2."""
+    if len(data) < 12 or data[0] >> 6 != 2 or 192 <= data[1] <= 223:
+        return None
+    _, second, seq, ts, ssrc = _HEADER.unpack_from(data)
+    cc = data[0] & 0x0F
+    return Received(source, second & 0x7F, seq, ts, ssrc, data[12 + 4 * cc:])
+
+
+def read_rtp(sock: socket.socket, stop: threading.Event,
+             handle: Callable[[Received, bytes], None]) -> None:
+    """Until ``stop`` is set, hand every RTP packet that arrives on ``sock`` (which has a
+    timeout, so that ``stop`` is seen) to ``handle(packet, datagram)``; RTCP and anything
+    else are dropped. The loop of a reader thread."""
+    while not stop.is_set():
+        try:
+            data, addr = sock.recvfrom(4096)
+        except (TimeoutError, OSError):
+            continue
+        packet = parse_rtp(data, addr)
+        if packet is not None:
+            handle(packet, data)
+
+
 @dataclass
 class RtpPeer:
     host: str = "127.0.0.1"
@@ -75,16 +101,11 @@ class RtpPeer:
         self.ssrc = 0x1234ABCD
 
     def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(4096)
-            except (TimeoutError, OSError):
-                continue
-            if len(data) < 12 or data[0] >> 6 != 2 or 192 <= data[1] <= 223:
-                continue
-            _, second, seq, ts, ssrc = _HEADER.unpack_from(data)
-            cc = data[0] & 0x0F
-            self.packets.append(Received(addr, second & 0x7F, seq, ts, ssrc, data[12 + 4 * cc:]))
+        read_rtp(self.sock, self._stop, self._received)
+
+    def _received(self, packet: Received, data: bytes) -> None:
+        """One RTP packet arrived (``data``: the datagram); a subclass may do more with it."""
+        self.packets.append(packet)
 
     def close(self) -> None:
         self._stop.set()

@@ -146,23 +146,14 @@ class RecordingPeer(RtpPeer):
     echo: bool = False
     raw: list[tuple[tuple[str, int], bytes]] = field(default_factory=list)
 
-    def _read(self) -> None:
-        while not self._stop.is_set():
+    def _received(self, packet: Received, data: bytes) -> None:
+        self.raw.append((packet.source, data))
+        super()._received(packet, data)
+        if self.echo:
             try:
-                data, addr = self.sock.recvfrom(4096)
-            except (TimeoutError, OSError):
-                continue
-            if len(data) < 12 or data[0] >> 6 != 2 or 192 <= data[1] <= 223:
-                continue
-            self.raw.append((addr, data))
-            _, second, seq, ts, ssrc = struct.unpack_from("!BBHII", data)
-            cc = data[0] & 0x0F
-            self.packets.append(Received(addr, second & 0x7F, seq, ts, ssrc, data[12 + 4 * cc:]))
-            if self.echo:
-                try:
-                    self.sock.sendto(data, addr)
-                except OSError:
-                    pass
+                self.sock.sendto(data, packet.source)
+            except OSError:
+                pass
 
     def events(self, pt: int) -> list[Ev]:
         """The telephone-event packets received with payload type ``pt``, in arrival order."""
