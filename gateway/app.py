@@ -97,7 +97,7 @@ class Gateway:
             media = self.config.media
             log.info("media anchored on %s ports %d-%d (%d RTP/RTCP pairs)", media.address,
                      media.port_range[0], media.port_range[1], self.media.pool.size)
-            _raise_fd_limit(4 * self.media.pool.size + 1024)
+            _raise_fd_limit(2 * self.media.pool.size + 1024)  # 2 sockets per port pair
         self._cdr_flush.start(CDR_FLUSH, now=False)
         self._status.start(STATUS_EVERY, now=False)
 
@@ -152,7 +152,8 @@ class Gateway:
 
 
 def _raise_fd_limit(wanted: int) -> None:
-    """Two sockets per anchored leg: lift the soft open-files limit toward the hard one."""
+    """Two sockets per anchored leg (four per call), besides SIP and the CDR database: lift
+    the soft open-files limit toward the hard one, and say if the port range cannot fit."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -164,7 +165,8 @@ def _raise_fd_limit(wanted: int) -> None:
             log.warning("cannot raise the open files limit to %d: %s", target, exc)
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        log.warning("open files limit %d: fewer than %d anchored calls fit", soft, soft // 4)
+        log.warning("open files limit %d: at most about %d anchored calls fit", soft,
+                    max(0, soft - 1024) // 4)
 
 
 def run_gateway(config: Config) -> int:
