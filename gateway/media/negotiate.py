@@ -161,6 +161,10 @@ def read_peer(sdp: SessionDescription) -> PeerMedia:
         direction = sdp.direction_of(media)
         if direction not in _DIRECTIONS:
             direction = "sendrecv"
+        if address is None:
+            # c=0.0.0.0, the RFC 2543 way to hold: nothing is to be sent to this peer
+            direction = {"sendrecv": "sendonly", "recvonly": "inactive"}.get(direction,
+                                                                                direction)
         return PeerMedia(
             index=index,
             lines=len(sdp.media),
@@ -297,6 +301,7 @@ def render(
     proto: str | None = None,
     crypto: Iterable[Crypto] = (),
     rtcp_mux: bool = False,
+    offer_mux: bool = False,
     direction: str = "sendrecv",
     ptime: int | None = 20,
     index: int = 0,
@@ -339,6 +344,8 @@ def render(
             out.append("a=rtcp-mux")
         else:
             out.append(f"a=rtcp:{port + 1}")
+            if offer_mux:  # RFC 5761 5.1.1: offered, with the RTCP port as the fallback
+                out.append("a=rtcp-mux")
         out.extend(f"a=crypto:{c}" for c in crypto)
         out.append(f"a={direction}")
     return ("\r\n".join(out) + "\r\n").encode()

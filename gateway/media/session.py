@@ -255,7 +255,7 @@ class MediaSession:
             codecs=[*codecs, *events],
             secure=mode == "mandatory",
             crypto=crypto,
-            rtcp_mux=False,
+            offer_mux=True,
             direction=source.direction if source is not None else "sendrecv",
         )
 

@@ -649,6 +649,27 @@ def test_inactive_offer() -> None:
     assert not (sa.sends or sa.receives or sb.sends or sb.receives)
 
 
+def test_zero_address_hold_reaches_b_as_sendonly() -> None:
+    _, session = new_session()
+    connect(session)
+    to_b = session.offer("a", a_offer(conn="0.0.0.0", version=2))
+    assert parse(to_b).media[0].direction == "sendonly"
+
+
+def test_offers_propose_rtcp_mux_with_the_rtcp_port_as_fallback() -> None:
+    _, session = new_session()
+    to_b, _ = connect(session)
+    media = parse(to_b).media[0]
+    assert media.rtcp_mux is True  # RFC 5761 section 5.1.1
+    assert media.rtcp is not None and media.rtcp[0] == media.port + 1
+    _, sb = streams(session)
+    assert sb.rtcp_mux is False  # b answered without it: RTCP stays on the odd port
+    _, session = new_session()
+    connect(session, answer=b_answer(*TE101, "a=rtcp-mux"))
+    _, sb = streams(session)
+    assert sb.rtcp_mux is True
+
+
 def test_hold_with_zero_address_sends_nothing_to_a() -> None:
     manager, session = new_session()
     connect(session)

@@ -145,6 +145,17 @@ def test_read_peer_ipv4_hold_address_means_send_nothing() -> None:
     assert p.port == 4000
     assert p.sends is True  # sendrecv: it may still send
     assert p.receives is False  # but wants nothing sent (RFC 3264 section 8.4)
+    assert p.direction == "sendonly"  # and says so toward the other leg
+
+
+@pytest.mark.parametrize(("written", "meant"), [("sendrecv", "sendonly"),
+                                                ("recvonly", "inactive"),
+                                                ("sendonly", "sendonly"),
+                                                ("inactive", "inactive")])
+def test_zero_address_hold_becomes_a_direction(written: str, meant: str) -> None:
+    """c=0.0.0.0 (RFC 2543 hold) is carried to the other leg as the direction it means."""
+    p = peer(f"m=audio 4000 RTP/AVP 0\na={written}", address="0.0.0.0")
+    assert p.direction == meant
 
 
 def test_read_peer_ipv6_unspecified_address_means_send_nothing() -> None:
