@@ -23,16 +23,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.media import negotiate as neg
+from gateway.media.dtmf import Event, EventTracker, GoertzelDetector
+from gateway.media.g711 import G711Codec
+from gateway.media.quality import mos
 from gateway.media.rtp import payload_end
 from gateway.media.sdp import Codec, Crypto, Media, SdpError
 from gateway.media.srtp import SrtpContext, SrtpError, generate_master
 from gateway.media.stream import KIND_AUDIO, KIND_CN, KIND_EVENT, LegStream, Sink
+from gateway.media.transcode import Transcoder
 from gateway.sip.ids import random_hex
 
 if TYPE_CHECKING:
-    from gateway.media.dtmf import EventTracker
     from gateway.media.manager import MediaManager
-    from gateway.media.transcode import Transcoder
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +127,6 @@ class MediaSession:
             return None
         if codec.key not in (neg.PCMU, neg.PCMA):
             return None
-        from gateway.media.dtmf import GoertzelDetector
-
         detector = GoertzelDetector(8000)
         to = _other(side)
 
@@ -394,8 +394,6 @@ class MediaSession:
             sa.sink = self._relay(sa, a, sb, b)
             sb.sink = self._relay(sb, b, sa, a)
         else:
-            from gateway.media.transcode import Transcoder
-
             self.mode = "transcode"
             ab = Transcoder(self, sa, a.codec, sb, b.codec, b.event, "b", a.event,
                             self.detector("a"))
@@ -438,24 +436,18 @@ class MediaSession:
         tracker = None
         dst_name = "a" if dst_side is self.sides["a"] else "b"
         if events_to_info and self.on_dtmf is not None:
-            from gateway.media.dtmf import EventTracker
-
             tracker = EventTracker(src_event.clock if src_event else 8000)
             self.trackers.append((tracker, dst_name))
         on_dtmf = self.on_dtmf
         detect = self.detector("a" if dst_name == "b" else "b")
         decode = None
         if detect is not None:
-            from gateway.media.g711 import G711Codec
-
             decode = G711Codec(src_side.codec.name.upper()).decode  # type: ignore[arg-type]
 
         def relay(data: bytes, pt: int, seq: int, ts: int, ssrc: int, marker: bool,
                   offset: int, kind: int, now: float) -> None:
             if drop[pt]:
                 if tracker is not None and on_dtmf is not None:
-                    from gateway.media.dtmf import Event
-
                     try:
                         event = Event.parse(data[offset:payload_end(data)])
                         done = tracker.feed(ts, event, now, marker=marker)
@@ -502,8 +494,6 @@ class MediaSession:
     def quality(self, side: str) -> dict[str, object]:
         """The leg's media figures for the CDR and the live view: codec, packets and bytes
         each way, loss, jitter, round trip (from the peer's RTCP) and an E-model MOS."""
-        from gateway.media.quality import mos
-
         mine = self.sides[side]
         stream = mine.stream
         if stream is None:
