@@ -38,6 +38,7 @@ from gateway.calls.transfer import Transfer, Transfers
 from gateway.calls.trunks import TrunkProbes, TrunkState, write_json, write_status
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
+from gateway.media.dtmf import info_body
 from gateway.sip.errors import SipParseError
 from gateway.sip.ids import random_hex
 from gateway.sip.message import (
@@ -1218,8 +1219,6 @@ class B2BUA:
         leg = call.a if side == "a" else call.b
         if leg is None or not leg.confirmed or call.ended:
             return
-        from gateway.media.dtmf import info_body
-
         req = self._in_dialog_request(
             leg, "INFO", extra=[("content-type", "application/dtmf-relay", None)],
             body=info_body(digit, duration_ms),

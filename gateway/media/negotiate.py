@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.media.sdp import Codec, Crypto, Media, SdpError, SessionDescription
@@ -271,18 +271,25 @@ def answer_event(offerer: PeerMedia, codec: Codec) -> Codec | None:
     return offerer.event(codec.clock) or offerer.event(8000)
 
 
-def new_crypto(tag: int, suite: str) -> Crypto:
-    return Crypto.make(tag, suite, generate_master(suite))
+KeySource = Callable[[str], bytes]  # suite -> master key+salt
 
 
-def offer_crypto() -> list[Crypto]:
-    return [new_crypto(tag, suite) for tag, suite in enumerate(OFFER_SUITES, 1)]
+def new_crypto(tag: int, suite: str, key_for: KeySource = generate_master) -> Crypto:
+    return Crypto.make(tag, suite, key_for(suite))
 
 
-def answer_crypto(offerer: PeerMedia) -> tuple[Crypto, Crypto] | None:
+def offer_crypto(key_for: KeySource = generate_master) -> list[Crypto]:
+    """The a=crypto lines of an offer: every suite of OFFER_SUITES, keyed by ``key_for``
+    (fresh keys by default; a session passes its per-leg keys so re-offers keep them)."""
+    return [new_crypto(tag, suite, key_for) for tag, suite in enumerate(OFFER_SUITES, 1)]
+
+
+def answer_crypto(
+    offerer: PeerMedia, key_for: KeySource = generate_master
+) -> tuple[Crypto, Crypto] | None:
     """(the offerer's line chosen, the gateway's answering line), or None without SDES."""
     for theirs in offerer.crypto:
-        return theirs, new_crypto(theirs.tag, theirs.suite)
+        return theirs, new_crypto(theirs.tag, theirs.suite, key_for)
     return None
 
 

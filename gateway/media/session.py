@@ -27,7 +27,7 @@ from gateway.media.dtmf import Event, EventTracker, GoertzelDetector
 from gateway.media.g711 import G711Codec
 from gateway.media.quality import mos
 from gateway.media.rtp import payload_end
-from gateway.media.sdp import Codec, Crypto, Media, SdpError
+from gateway.media.sdp import Codec, Crypto, SdpError
 from gateway.media.srtp import SrtpContext, SrtpError, generate_master
 from gateway.media.stream import KIND_AUDIO, KIND_CN, KIND_EVENT, LegStream, Sink
 from gateway.media.transcode import Transcoder
@@ -242,11 +242,7 @@ class MediaSession:
         codecs, events = neg.offer_codecs(source, target.policy.codecs)
         stream = self._ensure_stream(to)
         mode = target.policy.srtp
-        crypto = (
-            [Crypto.make(tag, suite, target.key_for(suite))
-             for tag, suite in enumerate(neg.OFFER_SUITES, 1)]
-            if mode != "off" else []
-        )
+        crypto = neg.offer_crypto(target.key_for) if mode != "off" else []
         target.offered = (codecs, events, crypto)
         return self._render(
             to,
@@ -309,12 +305,11 @@ class MediaSession:
             raise SdpError("no offer to answer")
         codec = neg.answer_codec(peer, mine.policy.codecs, far.key if far else None)
         event = neg.answer_event(peer, codec)
-        chosen = neg.answer_crypto(peer) if mine.policy.srtp != "off" else None
+        chosen = neg.answer_crypto(peer, mine.key_for) if mine.policy.srtp != "off" else None
         crypto: list[Crypto] = []
         srtp = None
         if chosen is not None:
-            theirs, _ = chosen
-            ours = Crypto.make(theirs.tag, theirs.suite, mine.key_for(theirs.suite))
+            theirs, ours = chosen
             crypto = [ours]
             srtp = (theirs.suite, ours.master(), theirs.master())
         mine.codec = mine.recv_codec = codec  # the answer mirrors the offer's numbers
@@ -334,7 +329,7 @@ class MediaSession:
             direction=_narrow(neg.REVERSE_DIRECTION[peer.direction], far_direction),
             index=peer.index,
             lines=peer.lines,
-            rejected=_rejectable(rejected),
+            rejected=rejected,
         )
 
     def _configure(
@@ -541,5 +536,3 @@ def _narrow(ours: str, far: str | None) -> str:
     return next(name for name, value in _WIDTH.items() if value == bits)
 
 
-def _rejectable(media: Sequence[Media]) -> list[Media]:
-    return list(media)
