@@ -59,13 +59,13 @@ __all__ = [
 
 log = logging.getLogger("gateway.store.cdr")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 #: Rows of ended calls kept while the database is unwritable before the oldest are dropped.
 DEFAULT_MAX_PENDING: Final = 100_000
 #: Seconds a flush waits for another writer's lock (it runs on the reactor thread).
 DEFAULT_BUSY_TIMEOUT: Final = 0.1
 
-RELEASE_SIDES: Final = frozenset({"caller", "callee", "gateway"})
+RELEASE_SIDES: Final = frozenset({"caller", "callee", "gateway", "app"})
 DIRECTIONS: Final = frozenset({"in", "out"})
 
 CALL_COLUMNS: Final = (
@@ -83,6 +83,8 @@ CALL_COLUMNS: Final = (
     "reason",
     "transfer",
     "legs",
+    "app_call",
+    "operations",
 )
 LEG_COLUMNS: Final = (
     "call_id",
@@ -135,7 +137,9 @@ CREATE TABLE IF NOT EXISTS cdr_calls (
     release_side TEXT,
     reason TEXT,
     transfer TEXT,
-    legs INTEGER
+    legs INTEGER,
+    app_call TEXT,
+    operations TEXT
 );
 CREATE INDEX IF NOT EXISTS cdr_calls_started ON cdr_calls (started);
 CREATE TABLE IF NOT EXISTS cdr_legs (
@@ -193,6 +197,11 @@ _MEDIA_FIELDS: Final[dict[str, tuple[type, ...]]] = {
 _LEG_COLUMNS_V2: Final = (
     ("bytes_in", "INTEGER"), ("bytes_out", "INTEGER"), ("rtt_ms", "REAL"), ("srtp", "TEXT"),
 )
+# Columns added to cdr_calls after schema version 2: the REST callConnectionId of an app call
+# and the app's operations on it ("op@seconds-after-start" separated by spaces).
+_CALL_COLUMNS_V3: Final = (("app_call", "TEXT"), ("operations", "TEXT"))
+#: Operations recorded per call at most (the rest are counted as "+N").
+MAX_OPERATIONS: Final = 200
 
 
 def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
@@ -277,6 +286,9 @@ class _Call:
     reason: str | None = None
     transfer: str | None = None
     legs: dict[str, _Leg] = field(default_factory=dict)
+    app_call: str | None = None
+    operations: list[str] | None = None
+    operations_dropped: int = 0
 
     @property
     def final(self) -> bool:
@@ -304,7 +316,15 @@ class _Call:
             self.reason,
             self.transfer,
             len(self.legs),
+            self.app_call,
+            self._operations(),
         )
+
+    def _operations(self) -> str | None:
+        if self.operations is None:
+            return None
+        more = f" +{self.operations_dropped}" if self.operations_dropped else ""
+        return " ".join(self.operations) + more
 
 
 class CdrStore:
@@ -424,6 +444,21 @@ class CdrStore:
                 value = float(value)
             setattr(leg, name, value)
         self._touch(call)
+
+    def app_operation(self, call_id: str, app_call: str, operation: str, at: float) -> None:
+        """The REST app acted on the call (``operation``, e.g. "play"), ``at`` (epoch s)."""
+        _check_text(app_call=app_call, operation=operation)
+        call = self._known_call(call_id, "app_operation")
+        if call is None:
+            return
+        call.app_call = app_call
+        if call.operations is None:
+            call.operations = []
+        if len(call.operations) >= MAX_OPERATIONS:
+            call.operations_dropped += 1
+            return
+        offset = max(0.0, at - (call.started or at))
+        call.operations.append(f"{operation}@{offset:.1f}")
 
     def call_answered(self, call_id: str, answered: float, trunk_out: str | None) -> None:
         """The call was answered: queued at once, so the next flush makes it durable."""
@@ -596,6 +631,10 @@ class CdrStore:
             for name, kind in _LEG_COLUMNS_V2:
                 if name not in have:  # a version 1 database: add the media columns
                     db.execute(f"ALTER TABLE cdr_legs ADD COLUMN {name} {kind}")
+            have = {row[1] for row in db.execute("PRAGMA table_info(cdr_calls)")}
+            for name, kind in _CALL_COLUMNS_V3:
+                if name not in have:  # a version 1 or 2 database: add the app columns
+                    db.execute(f"ALTER TABLE cdr_calls ADD COLUMN {name} {kind}")
         except BaseException:
             db.close()
             raise

@@ -83,7 +83,7 @@ def test_schema_has_the_design_columns(db_path: Path) -> None:
             table: db.execute(f"PRAGMA table_info({table})").fetchall()
             for table in ("cdr_calls", "cdr_legs", "turn_usage")
         }
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         indexes = db.execute("PRAGMA index_list(cdr_calls)").fetchall()
         started_index = [row[1] for row in indexes if not row[1].startswith("sqlite_autoindex")]
@@ -94,7 +94,7 @@ def test_schema_has_the_design_columns(db_path: Path) -> None:
     def columns(table: str) -> list[str]:
         return [row[1] for row in info[table]]
 
-    assert columns("cdr_calls") == [*DESIGN_CALL_COLUMNS, "transfer", "legs"]
+    assert columns("cdr_calls") == [*DESIGN_CALL_COLUMNS, "transfer", "legs", "app_call", "operations"]
     assert columns("cdr_legs") == [
         *DESIGN_LEG_COLUMNS, "sip_call_id", "bytes_in", "bytes_out", "rtt_ms", "srtp"
     ]
@@ -122,7 +122,7 @@ def test_reopen_is_idempotent(db_path: Path) -> None:
     again, also = CdrStore(db_path), CdrStore(db_path)  # twice, and while the other is open
     assert rows(db_path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == schema
     assert [call["call_id"] for call in again.last(5)] == ["c1"]
-    assert rows(db_path, "PRAGMA user_version") == [(2,)]
+    assert rows(db_path, "PRAGMA user_version") == [(3,)]
     again.close()
     also.close()
 
@@ -162,6 +162,8 @@ def test_answered_call_row_at_answer_completed_at_end(db_path: Path) -> None:
         "release_side": "caller",
         "reason": "BYE",
         "transfer": None,
+        "app_call": None,
+        "operations": None,
     }  # "legs" is the list of leg dicts; the stored count is the `legs` column
     assert legs == [
         {
@@ -511,4 +513,42 @@ def test_version_1_database_gets_the_media_columns(tmp_path: Path) -> None:
     assert rows(db_path, "SELECT bytes_in, rtt_ms, srtp FROM cdr_legs") == [
         (1720, 0.5, "AES_CM_128_HMAC_SHA1_80")
     ]
-    assert rows(db_path, "PRAGMA user_version") == [(2,)]
+    assert rows(db_path, "PRAGMA user_version") == [(3,)]
+
+
+def test_version_2_database_gets_the_app_columns(tmp_path: Path) -> None:
+    """A version 2 database (no app columns in cdr_calls) is upgraded in place."""
+    db_path = tmp_path / "v2.sqlite3"
+    with sqlite3.connect(db_path) as db:
+        db.executescript(
+            "CREATE TABLE cdr_calls (call_id TEXT PRIMARY KEY, caller TEXT, callee TEXT,"
+            " trunk_in TEXT, trunk_out TEXT, started REAL, answered REAL, ended REAL,"
+            " duration REAL, status INTEGER, release_side TEXT, reason TEXT, transfer TEXT,"
+            " legs INTEGER); PRAGMA user_version = 2;"
+        )
+    store = CdrStore(db_path)
+    store.call_started("c1", "+15550001", "+15550002", None, 100.0)
+    store.app_operation("c1", "c1", "create", 100.0)
+    store.app_operation("c1", "c1", "play", 102.25)
+    store.call_ended("c1", 110.0, 200, "app", "terminated by the app")
+    store.flush()
+    store.close()
+    assert rows(db_path, "SELECT app_call, operations, release_side FROM cdr_calls") == [
+        ("c1", "create@0.0 play@2.2", "app")
+    ]
+    assert rows(db_path, "PRAGMA user_version") == [(3,)]
+
+
+def test_app_operations_are_bounded(tmp_path: Path) -> None:
+    from gateway.store.cdr import MAX_OPERATIONS
+
+    db_path = tmp_path / "ops.sqlite3"
+    store = CdrStore(db_path)
+    store.call_started("c1", "a", "b", None, 0.0)
+    for i in range(MAX_OPERATIONS + 5):
+        store.app_operation("c1", "c1", "play", float(i))
+    store.call_ended("c1", 1.0, 200, "app", None)
+    store.flush()
+    store.close()
+    (ops,) = rows(db_path, "SELECT operations FROM cdr_calls")[0]
+    assert ops.count("play@") == MAX_OPERATIONS and ops.endswith(" +5")
