@@ -71,10 +71,12 @@ def parse_rtp(data: bytes, source: tuple[str, int]) -> Received | None:
 
 
 def read_rtp(sock: socket.socket, stop: threading.Event,
-             handle: Callable[[Received, bytes], None]) -> None:
+             handle: Callable[[Received, bytes], None],
+             other: Callable[[bytes, tuple[str, int]], None] | None = None) -> None:
     """Until ``stop`` is set, hand every RTP packet that arrives on ``sock`` (which has a
     timeout, so that ``stop`` is seen) to ``handle(packet, datagram)``; RTCP and anything
-    else are dropped. The loop of a reader thread."""
+    else go to ``other(datagram, source)`` when given, else are dropped. The loop of a
+    reader thread."""
     while not stop.is_set():
         try:
             data, addr = sock.recvfrom(4096)
@@ -83,6 +85,8 @@ def read_rtp(sock: socket.socket, stop: threading.Event,
         packet = parse_rtp(data, addr)
         if packet is not None:
             handle(packet, data)
+        elif other is not None:
+            other(data, addr)
 
 
 @dataclass
@@ -101,7 +105,12 @@ class RtpPeer:
         self.ssrc = 0x1234ABCD
 
     def _read(self) -> None:
-        read_rtp(self.sock, self._stop, self._received)
+        # looked up per datagram, so that an instance may replace _other after the start
+        read_rtp(self.sock, self._stop, self._received, lambda d, a: self._other(d, a))
+
+    def _other(self, data: bytes, source: tuple[str, int]) -> None:
+        """A datagram that is not RTP (RTCP muxed on the RTP port, RFC 5761); a subclass or
+        an instance may take it."""
 
     def _received(self, packet: Received, data: bytes) -> None:
         """One RTP packet arrived (``data``: the datagram); a subclass may do more with it."""
