@@ -5,9 +5,10 @@ does the least it can: ``datagramReceived`` stamps the time and calls the stream
 catches whatever escapes (a bug) so that one bad packet never stops the reactor or another
 call. Work that is not per packet runs on two shared clocks, not one timer per call:
 
-- the media clock (every 20 ms, only while something is transcoded) drives every
-  transcoder's jitter buffer, decoder and encoder; when the reactor was late it runs the
-  missed ticks at once (``LoopingCall`` reports how many), counting each as late;
+- the media clock (every 20 ms, only while something is transcoded or mixed) drives every
+  transcoder's jitter buffer, decoder and encoder, and every bridge's mixer (anything with
+  ``tick(now)``: ``Ticker``); when the reactor was late it runs the missed ticks at once
+  (``LoopingCall`` reports how many), counting each as late;
 - housekeeping (every second) sends RTCP reports (every ``rtcp_interval`` seconds per leg,
   staggered) and ends calls whose peer has sent nothing for ``[media] timeout`` seconds.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
@@ -27,10 +28,24 @@ from gateway.media.ports import PortPool, PortsExhausted
 from gateway.media.stream import Address, LegStream
 
 if TYPE_CHECKING:
+    from gateway.media.bridge import Bridge
     from gateway.media.session import MediaSession
-    from gateway.media.transcode import Transcoder
 
 log = logging.getLogger(__name__)
+
+
+class Ticker(Protocol):
+    """What rides the media clock: a transcoder, or a bridge's mixer (gateway.media.bridge).
+    ``tick(now)`` runs once per 20 ms frame; it must not block."""
+
+    def tick(self, now: float) -> None: ...
+
+
+def _call_of(ticker: Ticker) -> object:
+    """The call id of a ticker, for the log (a transcoder's session's, a bridge's own)."""
+    owner = getattr(ticker, "session", ticker)
+    return getattr(owner, "call_id", "?")
+
 
 FRAME = 0.02  # one 20 ms frame
 # The media clock ticks every FRAME / SLICES and runs one slice of the transcoders each time:
@@ -88,7 +103,8 @@ class MediaManager:
         self.pool = PortPool(*config.port_range)
         self.sockets: dict[LegStream, _Sockets] = {}
         self.sessions: set[MediaSession] = set()
-        self.transcoders: list[Transcoder] = []
+        self.bridges: set[Bridge] = set()  # closed by stop(); a bridge adds and removes itself
+        self.transcoders: list[Ticker] = []
         self.handler_errors = 0
         self.send_errors = 0  # datagrams the kernel refused (counted, dropped)
         self.late_ticks = 0  # ticks run a whole frame (20 ms) or more late (frames went late)
@@ -96,7 +112,7 @@ class MediaManager:
         self.timeouts = 0
         self.closed_totals: dict[str, int] = {}
         self._clock: LoopingCall | None = None
-        self._slices: list[list[Transcoder]] = [[] for _ in range(SLICES)]
+        self._slices: list[list[Ticker]] = [[] for _ in range(SLICES)]
         self._slice = 0  # the slice the next tick runs
         self._next_slice = 0  # the slice a new transcoder joins
         self._house = LoopingCall(self._housekeeping)
@@ -122,8 +138,9 @@ class MediaManager:
         self.sessions.discard(session)
 
     # ------------------------------------------------------------------ ports
-    def open_stream(self, session: MediaSession) -> LegStream:
-        """A new stream on a free RTP/RTCP port pair (PortsExhausted when there is none)."""
+    def open_stream(self, session: object = None) -> LegStream:
+        """A new stream on a free RTP/RTCP port pair (PortsExhausted when there is none).
+        ``session`` (a MediaSession or a Bridge) is the stream's owner; it is not kept."""
         failed: list[int] = []
         try:
             for _ in range(_BIND_ATTEMPTS):
@@ -178,7 +195,7 @@ class MediaManager:
             totals[name] = totals.get(name, 0) + value
 
     # ------------------------------------------------------------------ media clock
-    def add_transcoder(self, transcoder: Transcoder) -> None:
+    def add_transcoder(self, transcoder: Ticker) -> None:
         self.transcoders.append(transcoder)
         self._slices[self._next_slice].append(transcoder)
         self._next_slice = (self._next_slice + 1) % SLICES
@@ -187,7 +204,7 @@ class MediaManager:
             self._clock.clock = self.reactor
             self._clock.start(FRAME / SLICES, now=False)
 
-    def remove_transcoder(self, transcoder: Transcoder) -> None:
+    def remove_transcoder(self, transcoder: Ticker) -> None:
         try:
             self.transcoders.remove(transcoder)
         except ValueError:
@@ -216,7 +233,7 @@ class MediaManager:
                     transcoder.tick(at)
                 except Exception:
                     self.handler_errors += 1
-                    log.exception("call %s: transcoder failed", transcoder.session.call_id)
+                    log.exception("call %s: transcoder failed", _call_of(transcoder))
                     self.remove_transcoder(transcoder)
         self.ticks += count
 
@@ -287,6 +304,8 @@ class MediaManager:
     def stop(self) -> None:
         for session in list(self.sessions):
             session.close()
+        for bridge in list(self.bridges):
+            bridge.close()
         if self._clock is not None and self._clock.running:
             self._clock.stop()
         if self._house.running:
