@@ -11,9 +11,10 @@ CONFIG ?= conf/gateway.toml
 
 # Debian packages the tests and `make run` need, as COMMAND:PACKAGE; a package is installed
 # only when its command is missing.
-DEB_NEEDS := sipp:sip-tester baresip:baresip-core
-# What `make bench` needs beside those: speech for the PESQ bench.
-DEB_BENCH := espeak-ng:espeak-ng
+# espeak-ng speaks the REST text play sources (and the PESQ bench's speech).
+DEB_NEEDS := sipp:sip-tester baresip:baresip-core espeak-ng:espeak-ng
+# What `make bench` needs beside those.
+DEB_BENCH :=
 # Shared libraries loaded at run time (opuslib finds libopus with ctypes), as SONAME:PACKAGE.
 DEB_LIBS := libopus.so.0:libopus0
 

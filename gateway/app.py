@@ -7,6 +7,7 @@ call ends or after the grace period.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 import signal
@@ -16,11 +17,17 @@ from typing import Any
 
 from twisted.internet.task import LoopingCall
 
+from gateway.calls.appcall import AppCalls
 from gateway.calls.b2bua import B2BUA
 from gateway.config import Config, Trunk
 from gateway.dialplan.plan import DialPlan
 from gateway.errors import ConfigError
 from gateway.media.manager import MediaManager
+from gateway.media.prompts import PromptLoader
+from gateway.rest.api import CallAutomationApi
+from gateway.rest.delivery import Delivery
+from gateway.rest.keys import access_key
+from gateway.rest.server import listen as listen_rest
 from gateway.sip.transaction import Timers, TransactionLayer
 from gateway.sip.transport import SipStack
 from gateway.store.cdr import CdrStore
@@ -70,9 +77,10 @@ class Gateway:
         sip = config.sip
         self.layer = TransactionLayer(Timers(sip.t1, sip.t2, sip.t4))
         self.stack = SipStack(reactor, self.layer, sip.tcp_max_buffer, sip.udp_buffer)
+        # the certificate serves HTTPS (always) and SIP over TLS (when listened on)
+        hosts = [listen.host for listen in sip.listen] + [config.rest.listen.host]
+        ensure_certificate(config.tls.cert, config.tls.key, hosts)
         if any(listen.transport == "tls" for listen in sip.listen):
-            hosts = [listen.host for listen in sip.listen] + [config.rest.listen.host]
-            ensure_certificate(config.tls.cert, config.tls.key, hosts)
             self.stack.tls_server_options = server_options(config.tls.cert, config.tls.key)
             self.stack.tls_client_options = client_options
         self.cdr = CdrStore(config.storage.cdr)
@@ -80,6 +88,17 @@ class Gateway:
         self.b2bua = B2BUA(self.stack, config, self.plan, reactor.callLater, self.cdr,
                            self.media)
         self.stack.user = self.b2bua
+        rest = config.rest
+        self.delivery = Delivery(reactor, rest, ca=rest.callback_ca,
+                                 insecure=rest.allow_insecure_callbacks)
+        self.apps = AppCalls(self.b2bua, self.media, self.delivery, rest.incoming_call_timeout,
+                             rest.max_app_calls)
+        self.b2bua.apps = self.apps
+        loader = PromptLoader(reactor, rest.media_dir, rest.callback_ca,
+                              rest.allow_insecure_callbacks, self.delivery.check_url)
+        self.api = CallAutomationApi(self.apps, self.delivery, loader, rest.recordings_dir,
+                                     reactor.callLater, reactor.seconds)
+        self._rest_port: Any = None
         # CDRs are written in batches: a call answered is durable within CDR_FLUSH seconds
         self._cdr_flush = LoopingCall(self.cdr.flush)
         self._cdr_flush.clock = reactor
@@ -93,6 +112,9 @@ class Gateway:
             log.info("SIP listening on %s:%s", local.transport, local.sent_by)
         self.b2bua.probes.start()
         self.b2bua.registrations.start()
+        key = base64.b64decode(access_key(self.config))
+        self._rest_port = listen_rest(self.reactor, self.config.rest, self.config.tls.cert,
+                                      self.config.tls.key, self.api, key)
         if self.media is not None:
             media = self.config.media
             log.info("media anchored on %s ports %d-%d (%d RTP/RTCP pairs)", media.address,
@@ -118,7 +140,7 @@ class Gateway:
             return
         self._stopping = True
         self.b2bua.draining = True
-        active = len(self.b2bua.calls)
+        active = len(self.b2bua.calls) + len(self.apps.calls)
         log.info("draining: %d calls in progress, grace %ss", active, grace)
         if active == 0:
             self._stop()
@@ -140,6 +162,10 @@ class Gateway:
                 counters.dropped, counters.handler_errors,
             )
             self.stack.stop_listening()
+            if self._rest_port is not None:
+                self._rest_port.stopListening()
+            self.apps.stop()
+            self.delivery.stop()
             if self.media is not None:
                 self.b2bua.write_status()
                 self.media.stop()

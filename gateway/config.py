@@ -189,6 +189,10 @@ class RestConfig:
     incoming_call_webhooks: tuple[str, ...] = ("https://127.0.0.1:9443/incoming",)
     allow_insecure_callbacks: bool = False
     callback_ca: Path | None = None
+    incoming_call_timeout: float = 30.0  # an unanswered IncomingCall releases the caller (480)
+    media_dir: Path = Path("media")  # root of file:// play sources
+    recordings_dir: Path = Path("var/recordings")  # where recordings are written
+    max_app_calls: int = 1000  # REST-controlled calls at once (create/answer beyond: 503)
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,6 +543,11 @@ def _read_rest(r: TomlReader) -> RestConfig:
     callback_ca = _absolute(ca_text) if ca_text else None
     if callback_ca is not None and not callback_ca.is_file():
         r.problem(r.key("callback_ca"), f"no such file: {callback_ca}")
+    timeout = r.number("incoming_call_timeout", d.incoming_call_timeout, positive=True)
+    media_dir = _absolute(r.string("media_dir", str(d.media_dir)) or str(d.media_dir))
+    recordings_dir = _absolute(r.string("recordings_dir", str(d.recordings_dir))
+                               or str(d.recordings_dir))
+    max_app_calls = r.integer("max_app_calls", d.max_app_calls, minimum=1)
     r.finish()
     return RestConfig(
         listen=listen,
@@ -546,6 +555,10 @@ def _read_rest(r: TomlReader) -> RestConfig:
         incoming_call_webhooks=webhooks,
         allow_insecure_callbacks=insecure,
         callback_ca=callback_ca,
+        incoming_call_timeout=timeout,
+        media_dir=media_dir,
+        recordings_dir=recordings_dir,
+        max_app_calls=max_app_calls,
     )
 
 

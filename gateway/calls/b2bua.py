@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.calls.auth import TrunkAuth
 from gateway.calls.media import CallMedia, MediaRefused, side_of
@@ -69,6 +69,7 @@ from gateway.sip.validate import validate_request
 from gateway.store.cdr import CdrStore
 
 if TYPE_CHECKING:
+    from gateway.calls.appcall import AppCalls, Party
     from gateway.media.manager import MediaManager
     from gateway.media.session import MediaSession
 
@@ -112,37 +113,30 @@ def _token() -> str:
     return random_hex(6)
 
 
-class Leg:
-    """One SIP dialog of a call."""
+class Dialog:
+    """One SIP dialog the gateway is a party to: what in-dialog requests are built from."""
 
     __slots__ = (
-        "call",
         "call_id",
         "cdr_id",
         "confirmed",
-        "invite_in",
-        "invite_out",
         "local_cseq",
         "local_sdp",
         "local_tag",
         "local_uri",
         "name",
-        "peer_update",
         "remote_cseq",
         "remote_sdp",
         "remote_tag",
         "remote_target",
         "remote_uri",
         "route_set",
-        "rseq_seen",
-        "session",
         "target",
         "trunk",
     )
 
     def __init__(
         self,
-        call: Call,
         name: str,
         call_id: str,
         local_uri: str,
@@ -150,7 +144,6 @@ class Leg:
         target: Target,
         trunk: str | None,
     ) -> None:
-        self.call = call
         self.name = name
         self.call_id = call_id
         self.local_tag = _token()
@@ -167,15 +160,41 @@ class Leg:
         self.cdr_id = name  # the leg's id in cdr_legs ("a", then "b1", "b2"... per attempt)
         self.local_sdp = b""  # the last SDP the gateway sent on this leg
         self.remote_sdp = b""  # the last SDP the peer sent
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.call_id, self.local_tag)
+
+
+class Leg(Dialog):
+    """One SIP dialog of a relayed (two-leg) call."""
+
+    __slots__ = (
+        "call",
+        "invite_in",
+        "invite_out",
+        "peer_update",
+        "rseq_seen",
+        "session",
+    )
+
+    def __init__(
+        self,
+        call: Call,
+        name: str,
+        call_id: str,
+        local_uri: str,
+        remote_uri: str,
+        target: Target,
+        trunk: str | None,
+    ) -> None:
+        super().__init__(name, call_id, local_uri, remote_uri, target, trunk)
+        self.call = call
         self.peer_update = False  # the peer allows UPDATE (session refreshes without SDP)
         self.rseq_seen = 0  # the last RSeq of the peer's reliable provisionals we PRACKed
         self.session: SessionTimer | None = None  # RFC 4028, per leg
         self.invite_in: ServerTransaction | None = None  # re-INVITE from the peer, unanswered
         self.invite_out: ClientTransaction | None = None  # re-INVITE to the peer, unanswered
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.call_id, self.local_tag)
 
 
 class Call:
@@ -300,6 +319,7 @@ class B2BUA:
         self.registered_users = frozenset(
             t.username for t in config.trunks if t.register and t.username
         )
+        self.apps: AppCalls | None = None  # REST-controlled calls (gateway.calls.appcall)
         self.draining = False
         self.stats = CallStats()
         self.on_idle: Callable[[], None] | None = None
@@ -323,7 +343,10 @@ class B2BUA:
                 self._on_client_failure(event.txn, 503, "Transport Failure")
         elif isinstance(event, AckTimeout):
             owner = event.txn.owner
-            if isinstance(owner, Call) and not owner.ended:
+            party = self._app_party(owner)
+            if party is not None and self.apps is not None:
+                self.apps.remove(party.app, party)
+            elif isinstance(owner, Call) and not owner.ended:
                 log.info("call %s: no ACK for our 2xx, ending", owner.id)
                 self._released(owner, 200, "gateway", "no ACK")
                 self._bye(owner.a)
@@ -448,6 +471,9 @@ class B2BUA:
         if decision.action == "none":
             trunk_in.release()
             self._reject(txn, 404, (), trunk.name)
+            return
+        if decision.action == "app" and self.apps is not None:
+            self.apps.incoming_invite(txn, trunk, trunk_in, decision.number)
             return
         if decision.action not in ("outbound", "trunk") or not decision.trunks:
             log.info("call to %s: action %s not available yet", number, decision.action)
@@ -638,33 +664,57 @@ class B2BUA:
         the INVITE carries the standard headers, the ``copied`` ones (byte-exact) and,
         with ``timers``, the 100rel/session-timer offer of [sip].
         """
-        target = Target(trunk.transport, trunk.host, trunk.port)
+        call_id, local_uri, remote_uri, target = self.outbound_names(trunk, number, caller)
+        leg = Leg(call, cdr_id[0], call_id, local_uri, remote_uri, target, trunk.name)
+        leg.cdr_id = cdr_id
+        self.dialogs[leg.key] = leg
+        if self.cdr is not None:
+            self.cdr.leg_started(call.id, cdr_id, "out", trunk.name, remote_uri,
+                                 self.stack.reactor.seconds(), leg.call_id)
+        txn = self.send_invite(leg, trunk, number, max_forwards=max_forwards, body=body,
+                               copied=copied, timers=timers)
+        txn.owner = Pending(purpose, call, leg)
+        return leg, txn
+
+    def outbound_names(
+        self, trunk: Trunk, number: str, caller: tuple[str, str | None]
+    ) -> tuple[str, str, str, Target]:
+        """(Call-ID, local From value, remote To value, target) of a new dialog toward
+        ``number`` on ``trunk``, calling as ``caller`` (user, display name)."""
         host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
         domain = self.config.sip.domain
         user, display = caller
         from_uri = f"sip:{user}@{domain}"
         local_uri = f"{display} <{from_uri}>" if display else f"<{from_uri}>"
-        remote_uri = f"<sip:{number}@{host}>"
-        leg = Leg(call, cdr_id[0], f"{random_hex(10)}@{domain}", local_uri, remote_uri, target,
-                  trunk.name)
-        leg.cdr_id = cdr_id
+        return (f"{random_hex(10)}@{domain}", local_uri, f"<sip:{number}@{host}>",
+                Target(trunk.transport, trunk.host, trunk.port))
+
+    def send_invite(
+        self,
+        leg: Dialog,
+        trunk: Trunk,
+        number: str,
+        *,
+        max_forwards: int = DEFAULT_MAX_FORWARDS,
+        body: bytes,
+        copied: Sequence[HeaderField] = (),
+        timers: bool = True,
+    ) -> ClientTransaction:
+        """Send the initial INVITE of the outbound dialog ``leg`` (see outbound_names)."""
+        host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
         leg.local_cseq = 1
         leg.remote_target = f"sip:{number}@{host}:{trunk.port}"
         if trunk.transport != "udp":
             leg.remote_target += f";transport={trunk.transport}"
         leg.local_sdp = body
-        self.dialogs[leg.key] = leg
         now = self.stack.reactor.seconds()
-        if self.cdr is not None:
-            self.cdr.leg_started(call.id, cdr_id, "out", trunk.name, remote_uri, now,
-                                 leg.call_id)
         sent_by, contact = self._local(trunk.transport)
         fields: list[HeaderField] = [
             ("via", f"SIP/2.0/{trunk.transport.upper()} {sent_by};branch="
                     f"{self.stack.new_branch()};rport", None),
             ("max-forwards", str(max_forwards), None),
-            ("from", f"{local_uri};tag={leg.local_tag}", None),
-            ("to", remote_uri, None),
+            ("from", f"{leg.local_uri};tag={leg.local_tag}", None),
+            ("to", leg.remote_uri, None),
             ("call-id", leg.call_id, None),
             ("cseq", "1 INVITE", None),
             ("contact", contact, None),
@@ -679,15 +729,25 @@ class B2BUA:
                 fields.append(("session-expires", str(sip.session_expires), None))
                 fields.append(("min-se", str(sip.min_se), None))
         fields.extend(copied)
+        if body and not any(f[0] == "content-type" for f in copied):
+            fields.append(("content-type", "application/sdp", None))
         invite = Request("INVITE", leg.remote_target, fields, body)
         if timers:
             invite = self.auth.preauthorize(invite, trunk.name)
-        txn = self.layer.send_request(invite, target, now)
-        txn.owner = Pending(purpose, call, leg)
-        return leg, txn
+        return self.layer.send_request(invite, leg.target, now)
+
+    def _app_party(self, owner: object) -> Party | None:
+        """``owner`` when it is a party of an app call (gateway.calls.appcall)."""
+        if self.apps is None or not isinstance(owner, Dialog) or isinstance(owner, Leg):
+            return None
+        return cast("Party", owner)  # the only other kind of dialog owning transactions
 
     def _on_response(self, txn: ClientTransaction, resp: Response, retransmission: bool) -> None:
         owner = txn.owner
+        party = self._app_party(owner)
+        if party is not None and self.apps is not None:
+            self.apps.on_response(party, txn, resp, retransmission)
+            return
         if not isinstance(owner, Pending):
             return
         if resp.status in (401, 407) and self.auth.retry(txn, resp, owner):
@@ -876,6 +936,10 @@ class B2BUA:
 
     def _on_client_failure(self, txn: ClientTransaction, status: int, reason: str) -> None:
         owner = txn.owner
+        party = self._app_party(owner)
+        if party is not None and self.apps is not None:
+            self.apps.on_failure(party, txn, status, reason)
+            return
         if isinstance(owner, Pending) and owner.purpose == "probe" and owner.trunk is not None:
             self.probes.done(owner.trunk, owner.seq, None)
             return
@@ -953,6 +1017,11 @@ class B2BUA:
     # ------------------------------------------------------------------
     def _on_cancel(self, txn: ServerTransaction) -> None:
         invite_txn = self.layer.find_invite(txn.request)
+        party = self._app_party(invite_txn.owner if invite_txn is not None else None)
+        if party is not None and self.apps is not None:
+            self._respond(txn, 200, to_tag=party.local_tag)
+            self.apps.on_cancel(party)
+            return
         if invite_txn is None or not isinstance(invite_txn.owner, Call):
             self._respond(txn, 481)
             return
@@ -970,6 +1039,11 @@ class B2BUA:
     def _in_dialog(self, txn: ServerTransaction, to_tag: str) -> None:
         req = txn.request
         leg = self.dialogs.get((req.call_id, to_tag))
+        if leg is None and self.apps is not None:
+            party = self.apps.dialogs.get((req.call_id, to_tag))
+            if party is not None:
+                self.apps.in_dialog(txn, party)
+                return
         if leg is None:
             self._respond(txn, 481, to_tag=None)
             return
@@ -1023,6 +1097,10 @@ class B2BUA:
         if txn is None:
             return
         owner = txn.owner
+        party = self._app_party(owner)
+        if party is not None and self.apps is not None:
+            self.apps.on_ack(party)
+            return
         deferred: Deferred | None = None
         if isinstance(owner, Call):
             deferred, owner.deferred_ack = owner.deferred_ack, None
@@ -1122,7 +1200,7 @@ class B2BUA:
 
     def _in_dialog_request(
         self,
-        leg: Leg,
+        leg: Dialog,
         method: str,
         *,
         cseq: int | None = None,
@@ -1199,7 +1277,7 @@ class B2BUA:
             cdr.call_ended(call.id, now, status, call.release_side or "gateway",
                            call.reason or why, call.transfer_info)
         self.media.end(call)
-        if not self.calls and self.on_idle is not None:
+        if not self.calls and self.on_idle is not None and not (self.apps and self.apps.calls):
             self.on_idle()
 
     def media_timeout(self, call: Call, why: str) -> None:

@@ -94,7 +94,9 @@ def test_schema_has_the_design_columns(db_path: Path) -> None:
     def columns(table: str) -> list[str]:
         return [row[1] for row in info[table]]
 
-    assert columns("cdr_calls") == [*DESIGN_CALL_COLUMNS, "transfer", "legs", "app_call", "operations"]
+    assert columns("cdr_calls") == [
+        *DESIGN_CALL_COLUMNS, "transfer", "legs", "app_call", "operations"
+    ]
     assert columns("cdr_legs") == [
         *DESIGN_LEG_COLUMNS, "sip_call_id", "bytes_in", "bytes_out", "rtt_ms", "srtp"
     ]

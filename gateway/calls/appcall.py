@@ -1,0 +1,927 @@
+"""Calls driven by an app over REST (ACS Call Automation): the SIP side.
+
+An app call is a conference the gateway is itself a party to: the app's own leg (it plays,
+collects DTMF, records) plus one SIP dialog per phone party, each ending at the gateway, their
+media joined by a ``Bridge`` (N-1 mixing). Parties come and go (add/remove participant,
+transfer) without the call ending; the call ends when no phone party is left, or when the app
+terminates it.
+
+Inbound: an INVITE whose dial plan action is ``app`` is held (100 Trying) while the IncomingCall
+event goes to the webhooks; answer/reject/redirect act on it by its ``incomingCallContext``; no
+decision within [rest] incoming_call_timeout releases the caller with 480.
+Outbound: create_call and add_participant dial phone numbers through the dial plan's outbound
+routes, with trunk failover on 408, 5xx and 6xx other than 603.
+
+Events are emitted in causal order per call (``Delivery`` keeps the order); CallDisconnected is
+the last event of a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.calls.b2bua import ALLOW_HEADER, Dialog
+from gateway.calls.sessiontimer import cancel_timer
+from gateway.config import Trunk
+from gateway.media.bridge import Bridge, BridgeError
+from gateway.rest.errors import RestError
+from gateway.rest.events import acs_user_identifier, phone_identifier, result_information
+from gateway.sip.message import Request, Response, make_response, reason_phrase
+from gateway.sip.transaction import ClientTransaction, ServerTransaction, Target
+from gateway.sip.uri import NameAddr
+
+if TYPE_CHECKING:
+    from gateway.calls.b2bua import B2BUA
+    from gateway.calls.trunks import TrunkState
+    from gateway.media.manager import MediaManager
+
+log = logging.getLogger("gateway.app")
+
+#: Statuses on which an outbound attempt moves to the route's next trunk.
+_FAILOVER = frozenset({408, 500, 502, 503, 504})
+
+
+def _failover(status: int) -> bool:
+    return status in _FAILOVER or (status >= 600 and status != 603)
+
+
+class EventSink(Protocol):
+    """Where app events go (gateway.rest.delivery.Delivery)."""
+
+    def call_event(
+        self, call_key: str, url: str, name: str, data: Mapping[str, object]
+    ) -> None: ...
+
+    def call_closed(self, call_key: str) -> None: ...
+
+    def incoming_call(self, data: Mapping[str, object], subject: str) -> None: ...
+
+
+class Party(Dialog):
+    """One phone party of an app call: a SIP dialog ending at the gateway."""
+
+    __slots__ = (
+        "app",
+        "attempt",
+        "cancel_sent",
+        "direction",
+        "hold_txn",
+        "invitation_id",
+        "invite_txn",
+        "muted",
+        "number",
+        "on_hold",
+        "op_callback",
+        "op_context",
+        "purpose",
+        "route",
+        "state",
+        "timer",
+        "trunk_state",
+    )
+
+    def __init__(self, app: AppCall, name: str, call_id: str, local_uri: str, remote_uri: str,
+                 target: Target, trunk: str | None, number: str, direction: str) -> None:
+        super().__init__(name, call_id, local_uri, remote_uri, target, trunk)
+        self.app = app
+        self.number = number
+        self.direction = direction  # "in" | "out"
+        self.state = "ringing"  # ringing | connected | ended
+        self.invite_txn: ServerTransaction | ClientTransaction | None = None
+        self.hold_txn: ClientTransaction | None = None
+        self.muted = False
+        self.on_hold = False
+        self.invitation_id: str | None = None
+        self.op_context: str | None = None
+        self.op_callback: str | None = None
+        self.purpose = "target"  # target (create) | add | transfer
+        self.route: tuple[str, ...] = ()
+        self.attempt = 0
+        self.cancel_sent = False
+        self.timer: Any = None
+        self.trunk_state: TrunkState | None = None
+
+    @property
+    def raw_id(self) -> str:
+        return phone_identifier(self.number)["rawId"]  # type: ignore[return-value]
+
+    def identifier(self) -> dict[str, object]:
+        return phone_identifier(self.number)
+
+
+@dataclass(slots=True)
+class Incoming:
+    """An inbound app call waiting for answer/reject/redirect."""
+
+    call: AppCall
+    party: Party
+    txn: ServerTransaction
+    trunk: Trunk
+    expires: float
+
+
+class AppCall:
+    """One REST-controlled call (a callConnection)."""
+
+    def __init__(self, calls: AppCalls, source_number: str) -> None:
+        self.calls = calls
+        self.id = str(uuid.uuid4())
+        self.server_call_id = secrets.token_urlsafe(18)
+        self.correlation_id = str(uuid.uuid4())
+        self.app_raw_id = f"8:acs:{calls.resource}_{uuid.uuid4()}"
+        self.callback_uri = ""
+        self.context: str | None = None  # the create/answer operationContext
+        self.state = "connecting"
+        self.parties: dict[str, Party] = {}
+        self.counter = 0
+        self.sequence = 0
+        self.bridge: Bridge | None = None
+        self.source_number = source_number
+        self.source_display: str | None = None
+        self.targets: list[dict[str, object]] = []
+        self.app_left = False  # hang_up by the app with other parties still in the call
+        self.ended = False
+        self.trunk_in: TrunkState | None = None
+        self.started = time.time()
+        self.media: Any = None  # gateway.rest.mediaops.MediaOps, set by the API
+        self.cdr_status = 0
+        self.release_side: str | None = None
+        self.reason: str | None = None
+
+    def phones(self, state: str | None = "connected") -> list[Party]:
+        return [p for p in self.parties.values() if state is None or p.state == state]
+
+    def participant(self, raw_id: str) -> Party | None:
+        for party in self.parties.values():
+            if party.state != "ended" and party.raw_id == raw_id:
+                return party
+        return None
+
+    def app_participant(self) -> dict[str, object]:
+        return {"identifier": acs_user_identifier(self.app_raw_id), "isMuted": False,
+                "isOnHold": False}
+
+    def participants(self) -> list[dict[str, object]]:
+        out = [{"identifier": p.identifier(), "isMuted": p.muted, "isOnHold": p.on_hold}
+               for p in self.phones()]
+        if not self.app_left:
+            out.append(self.app_participant())
+        return out
+
+    def properties(self) -> dict[str, object]:
+        props: dict[str, object] = {
+            "callConnectionId": self.id,
+            "serverCallId": self.server_call_id,
+            "correlationId": self.correlation_id,
+            "callConnectionState": self.state,
+            "callbackUri": self.callback_uri,
+            "targets": self.targets,
+            "source": acs_user_identifier(self.app_raw_id),
+            "answeredBy": {"id": self.app_raw_id},
+        }
+        if self.source_number:
+            props["sourceCallerIdNumber"] = {"value": self.source_number}
+        if self.source_display:
+            props["sourceDisplayName"] = self.source_display
+        return props
+
+
+class AppCalls:
+    """Every app call; the B2BUA hands app dialogs, responses and CANCELs here."""
+
+    def __init__(self, b2bua: B2BUA, manager: MediaManager | None, events: EventSink,
+                 timeout: float, max_calls: int) -> None:
+        self.b2bua = b2bua
+        self.manager = manager
+        self.events = events
+        self.timeout = timeout
+        self.max_calls = max_calls
+        self.resource = "gateway"
+        self.calls: dict[str, AppCall] = {}
+        self.by_server_id: dict[str, AppCall] = {}
+        self.dialogs: dict[tuple[str, str], Party] = {}
+        self.incoming: dict[str, Incoming] = {}  # by incomingCallContext
+        self.on_end: Callable[[AppCall], None] | None = None
+
+    # ------------------------------------------------------------------ events
+    def emit(self, call: AppCall, name: str, data: Mapping[str, object] | None = None, *,
+             context: str | None = None, url: str | None = None, with_context: bool = True
+             ) -> None:
+        """One callback event for ``call`` (to ``url`` when the operation named one)."""
+        if call.app_left and name != "CallDisconnected":
+            return
+        body: dict[str, object] = {
+            "callConnectionId": call.id,
+            "serverCallId": call.server_call_id,
+            "correlationId": call.correlation_id,
+        }
+        if with_context and context is not None:
+            body["operationContext"] = context
+        if data:
+            body.update(data)
+        if "resultInformation" not in body and with_context:
+            body["resultInformation"] = result_information(200, 0, "Action completed successfully.")
+        target = url or call.callback_uri
+        if target:
+            self.events.call_event(call.id, target, name, body)
+
+    def participants_updated(self, call: AppCall) -> None:
+        call.sequence += 1
+        self.emit(call, "ParticipantsUpdated",
+                  {"sequenceNumber": call.sequence, "participants": call.participants()},
+                  with_context=False)
+
+    # ------------------------------------------------------------------ inbound
+    def incoming_invite(self, txn: ServerTransaction, trunk: Trunk, trunk_in: TrunkState,
+                        number: str) -> None:
+        """An INVITE routed to the app: hold it and tell the webhooks."""
+        b2b = self.b2bua
+        req = txn.request
+        if len(self.calls) >= self.max_calls or self.manager is None:
+            trunk_in.release()
+            b2b._respond(txn, 503, None, (("Retry-After", str(b2b.config.sip.retry_after)),))
+            return
+        from_addr = req.from_
+        caller = from_addr.uri.user or "anonymous"
+        call = AppCall(self, number)
+        call.trunk_in = trunk_in
+        call.state = "connecting"
+        remote = NameAddr.build(from_addr.uri, display=from_addr.display,
+                                params=tuple(p for p in from_addr.params if p[0].lower() != "tag"))
+        party = self._new_party(call, req.call_id, str(NameAddr.build(req.to.uri,
+                                display=req.to.display)), str(remote), txn.source, trunk.name,
+                                _e164(caller), "in")
+        party.remote_tag = from_addr.tag
+        party.remote_cseq = req.cseq.seq
+        contacts = req.contacts
+        party.remote_target = str(contacts[0].uri) if contacts else req.uri_text
+        party.route_set = req.get_all("record-route")
+        party.remote_sdp = req.body
+        party.invite_txn = txn
+        txn.owner = party
+        call.targets = [phone_identifier(number)]
+        context = secrets.token_urlsafe(32)
+        now = b2b.stack.reactor.seconds()
+        self.incoming[context] = Incoming(call, party, txn, trunk, now + self.timeout)
+        party.timer = b2b.call_later(self.timeout, self._not_answered, context)
+        cdr = b2b.cdr
+        if cdr is not None:
+            cdr.call_started(call.id, caller, number, trunk.name, now)
+            cdr.leg_started(call.id, party.cdr_id, "in", trunk.name, party.remote_uri, now,
+                            req.call_id)
+        data: dict[str, object] = {
+            "to": phone_identifier(number),
+            "from": phone_identifier(_e164(caller)),
+            "serverCallId": call.server_call_id,
+            "callerDisplayName": from_addr.display or "",
+            "incomingCallContext": context,
+            "correlationId": call.correlation_id,
+        }
+        custom = {k: v for k, v, _ in req.fields
+                  if k.startswith("x-ms-custom-") or k == "user-to-user"}
+        if custom:
+            data["customContext"] = {"sipHeaders": custom, "voipHeaders": {}}
+        subject = f"/caller/{phone_identifier(_e164(caller))['rawId']}/recipient/" \
+                  f"{phone_identifier(number)['rawId']}"
+        log.info("call %s: inbound %s -> %s held for the app", call.id, caller, number)
+        self.events.incoming_call(data, subject)
+
+    def take_incoming(self, context: str) -> Incoming:
+        entry = self.incoming.get(context)
+        if entry is None:
+            raise RestError(404, "8522", "incomingCallContext unknown or expired")
+        return entry
+
+    def answer(self, context: str, callback: str, op_context: str | None) -> AppCall:
+        entry = self.take_incoming(context)
+        call, party = entry.call, entry.party
+        b2b = self.b2bua
+        assert self.manager is not None
+        bridge = call.bridge or self._bridge(call)
+        try:
+            sdp = bridge.accept(party.name, party.remote_sdp, entry.trunk.codecs,
+                                entry.trunk.srtp)
+        except BridgeError as exc:
+            del self.incoming[context]
+            cancel_timer(party.timer)
+            self._reject_party(entry, exc.status, exc.text)
+            raise RestError(400, "8523",
+                            f"the caller's media cannot be answered: {exc.text}") from exc
+        del self.incoming[context]
+        cancel_timer(party.timer)
+        call.callback_uri = callback
+        call.context = op_context
+        self._register(call)
+        party.local_sdp = sdp
+        _, contact = b2b._local(party.target.transport)
+        resp = make_response(entry.txn.request, 200, to_tag=party.local_tag,
+                             headers=[("Contact", contact), ("Allow", ALLOW_HEADER),
+                                      ("Content-Type", "application/sdp")])
+        resp = Response(resp.status, resp.reason, resp.fields, sdp)
+        b2b.layer.send_response(entry.txn, resp, b2b.stack.reactor.seconds())
+        b2b.stack.flush()
+        return call
+
+    def on_ack(self, party: Party) -> None:
+        """The caller's ACK for our 200: the app's call is connected."""
+        if party.state != "ringing":
+            return
+        self._connected(party)
+
+    def reject(self, context: str, reason: str) -> None:
+        entry = self.take_incoming(context)
+        del self.incoming[context]
+        cancel_timer(entry.party.timer)
+        status = {"busy": 486, "forbidden": 403}.get(reason, 603)
+        self._reject_party(entry, status, None)
+
+    def redirect(self, context: str, number: str) -> None:
+        """302 toward the trunk the dial plan routes ``number`` to."""
+        entry = self.take_incoming(context)
+        trunk = self._first_trunk(number)
+        del self.incoming[context]
+        cancel_timer(entry.party.timer)
+        host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+        contact = f"<sip:{number}@{host}:{trunk.port}"
+        contact += ">" if trunk.transport == "udp" else f";transport={trunk.transport}>"
+        self._reject_party(entry, 302, None, (("Contact", contact),))
+
+    def _reject_party(self, entry: Incoming, status: int, text: str | None,
+                      headers: tuple[tuple[str, str], ...] = ()) -> None:
+        party = entry.party
+        b2b = self.b2bua
+        b2b._respond(entry.txn, status, None, headers, to_tag=party.local_tag)
+        b2b.stack.flush()
+        call = entry.call
+        call.cdr_status = status
+        call.release_side = "gateway"
+        call.reason = text or reason_phrase(status)
+        self._party_gone(party, status)
+        self._finish(call, quiet=True)
+
+    def _not_answered(self, context: str) -> None:
+        entry = self.incoming.pop(context, None)
+        if entry is None:
+            return
+        entry.party.timer = None
+        log.info("call %s: not answered by the app in %ss, 480", entry.call.id, self.timeout)
+        self._reject_party(entry, 480, "not answered by the app")
+
+    def on_cancel(self, party: Party) -> None:
+        """The caller gave up while the app was deciding (or before the ACK)."""
+        b2b = self.b2bua
+        call = party.app
+        for context, entry in list(self.incoming.items()):
+            if entry.party is party:
+                del self.incoming[context]
+                cancel_timer(party.timer)
+                b2b._respond(entry.txn, 487, None, (), to_tag=party.local_tag)
+                call.cdr_status, call.release_side, call.reason = 487, "caller", "CANCEL"
+                self._party_gone(party, 487)
+                self._finish(call, quiet=True)
+                return
+
+    # ------------------------------------------------------------------ outbound
+    def create(self, numbers: list[str], callback: str, op_context: str | None,
+               source: str, display: str | None) -> AppCall:
+        if self.b2bua.draining:
+            raise RestError(503, "8500", "the gateway is shutting down")
+        if len(self.calls) >= self.max_calls or self.manager is None:
+            raise RestError(503, "8500", "the gateway takes no more app calls now "
+                            "(max_app_calls reached, or [media] anchor is off)")
+        routes = [(n, self._route(n)) for n in numbers]
+        call = AppCall(self, source)
+        call.callback_uri = callback
+        call.context = op_context
+        call.source_display = display
+        call.targets = [phone_identifier(n) for n in numbers]
+        self._bridge(call)
+        self._register(call)
+        now = self.b2bua.stack.reactor.seconds()
+        if self.b2bua.cdr is not None:
+            self.b2bua.cdr.call_started(call.id, source or "app", numbers[0], None, now)
+        for number, route in routes:
+            self.dial(call, number, route, purpose="target")
+        self.b2bua.stack.flush()
+        return call
+
+    def _route(self, number: str) -> tuple[str, ...]:
+        decision = self.b2bua.plan.route_outbound(number)
+        if not decision.trunks:
+            raise RestError(400, "8523", f"no outbound route for {number}")
+        return tuple(decision.trunks)
+
+    def _first_trunk(self, number: str) -> Trunk:
+        for name in self._route(number):
+            trunk = self.b2bua.trunks.get(name)
+            if trunk is not None:
+                return trunk
+        raise RestError(400, "8523", f"no usable trunk for {number}")
+
+    def dial(self, call: AppCall, number: str, route: tuple[str, ...], *, purpose: str,
+             timeout: float | None = None) -> Party:
+        """A new outbound party toward ``number``: INVITE on the first usable trunk."""
+        b2b = self.b2bua
+        call.counter += 1
+        name = f"p{call.counter}"
+        party = Party(call, name, "", "", "", Target("udp", "0.0.0.0", 0), None, number, "out")
+        party.purpose = purpose
+        party.route = route
+        party.attempt = -1
+        call.parties[name] = party
+        if timeout:
+            party.timer = b2b.call_later(timeout, self._invitation_timeout, party)
+        self._next_trunk(party, 0, "")
+        return party
+
+    def _next_trunk(self, party: Party, last_status: int, last_reason: str) -> None:
+        b2b = self.b2bua
+        call = party.app
+        now = b2b.stack.reactor.seconds()
+        if party.trunk_state is not None:
+            party.trunk_state.release()
+            party.trunk_state = None
+        while True:
+            party.attempt += 1
+            if party.attempt >= len(party.route):
+                status = last_status or 503
+                self._dial_failed(party, status, last_reason or reason_phrase(status))
+                return
+            trunk = b2b.trunks.get(party.route[party.attempt])
+            state = b2b.trunk_states.get(party.route[party.attempt])
+            if trunk is None or state is None or not state.up or not state.admit(now):
+                continue
+            party.trunk_state = state
+            break
+        call_id, local_uri, remote_uri, target = b2b.outbound_names(
+            trunk, party.number, (call.source_number or "app", call.source_display))
+        self.dialogs.pop(party.key, None)
+        Dialog.__init__(party, party.name, call_id, local_uri, remote_uri, target, trunk.name)
+        party.cdr_id = f"{party.name}.{party.attempt + 1}"
+        assert call.bridge is not None
+        try:
+            body = call.bridge.offer(party.name, trunk.codecs, trunk.srtp)
+        except BridgeError as exc:
+            self._dial_failed(party, exc.status, exc.text)
+            return
+        self.dialogs[party.key] = party
+        if b2b.cdr is not None:
+            b2b.cdr.leg_started(call.id, party.cdr_id, "out", trunk.name, remote_uri, now,
+                                call_id)
+        txn = b2b.send_invite(party, trunk, party.number, body=body, timers=False)
+        txn.owner = party
+        party.invite_txn = txn
+
+    def on_invite_response(self, party: Party, txn: ClientTransaction, resp: Response,
+                           retransmission: bool) -> None:
+        b2b = self.b2bua
+        status = resp.status
+        call = party.app
+        if status < 200:
+            if resp.to_tag:
+                party.remote_tag = resp.to_tag
+            return
+        if status >= 300:
+            if party.invite_txn is txn:
+                party.invite_txn = None
+            self.dialogs.pop(party.key, None)
+            now = b2b.stack.reactor.seconds()
+            if b2b.cdr is not None:
+                b2b.cdr.leg_ended(call.id, party.cdr_id, now, status)
+            if call.bridge is not None and party.name in call.bridge.legs():
+                call.bridge.remove(party.name)
+            if (_failover(status) and not party.cancel_sent and not call.ended
+                    and party.attempt + 1 < len(party.route)):
+                self._next_trunk(party, status, resp.reason)
+                return
+            self._dial_failed(party, status, resp.get("reason") or resp.reason)
+            return
+        if retransmission:
+            return
+        party.remote_tag = resp.to_tag
+        contacts = resp.contacts
+        if contacts:
+            party.remote_target = str(contacts[0].uri)
+        party.route_set = list(reversed(resp.get_all("record-route")))
+        ack = b2b._in_dialog_request(party, "ACK", cseq=txn.request.cseq.seq)
+        b2b.layer.send_ack_2xx(txn, ack)
+        party.invite_txn = None
+        if party.cancel_sent or call.ended or party.state != "ringing":
+            party.confirmed = True
+            self._bye(party)
+            return
+        party.remote_sdp = resp.body
+        try:
+            assert call.bridge is not None
+            call.bridge.answer(party.name, resp.body)
+        except BridgeError as exc:
+            log.info("call %s: %s's answer refused: %s", call.id, party.name, exc.text)
+            party.confirmed = True
+            self._bye(party)
+            self._dial_failed(party, 488, exc.text, sent_bye=True)
+            return
+        party.confirmed = True
+        self._connected(party)
+        b2b.stack.flush()
+
+    def on_failure(self, party: Party, txn: ClientTransaction, status: int, reason: str) -> None:
+        """A transaction of the party's timed out or could not be sent."""
+        if party.invite_txn is txn:
+            party.invite_txn = None
+            self.dialogs.pop(party.key, None)
+            call = party.app
+            if self.b2bua.cdr is not None:
+                self.b2bua.cdr.leg_ended(call.id, party.cdr_id,
+                                         self.b2bua.stack.reactor.seconds(), status)
+            if not party.cancel_sent and party.attempt + 1 < len(party.route):
+                self._next_trunk(party, status, reason)
+            else:
+                self._dial_failed(party, status, reason)
+        elif party.state != "ended" and txn.request.method == "BYE":
+            self._party_gone(party, 200)
+            self._maybe_end(party.app)
+
+    def _invitation_timeout(self, party: Party) -> None:
+        party.timer = None
+        if party.state == "ringing":
+            self.cancel(party)
+
+    def cancel(self, party: Party) -> None:
+        """CANCEL a party still ringing (cancel_add_participant, a group call answered)."""
+        txn = party.invite_txn
+        party.cancel_sent = True
+        if isinstance(txn, ClientTransaction):
+            self.b2bua.layer.send_cancel(txn, self.b2bua.stack.reactor.seconds())
+            self.b2bua.stack.flush()
+
+    def _dial_failed(self, party: Party, status: int, reason: str, sent_bye: bool = False
+                     ) -> None:
+        call = party.app
+        cancel_timer(party.timer)
+        party.timer = None
+        was_cancelled = party.cancel_sent
+        party.state = "ended"
+        if party.trunk_state is not None:
+            party.trunk_state.release()
+            party.trunk_state = None
+        if call.bridge is not None and party.name in call.bridge.legs():
+            call.bridge.remove(party.name)
+        info = result_information(status, 560000 + status if status < 700 else status,
+                                  reason, sip=(status, reason))
+        if party.purpose == "target":
+            if call.state != "connecting":
+                return  # another target of the group call answered first
+            if any(p.state == "ringing" for p in call.parties.values()):
+                return  # other targets still ringing
+            call.cdr_status, call.release_side, call.reason = status, "callee", reason
+            self.emit(call, "CreateCallFailed", {"resultInformation": info}, context=call.context)
+            self._finish(call)
+        elif party.purpose == "add":
+            if was_cancelled:
+                self.emit(call, "CancelAddParticipantSucceeded",
+                          {"invitationId": party.invitation_id,
+                           "resultInformation": result_information(
+                               487, 5300, "addParticipant canceled")},
+                          context=party.op_context, url=party.op_callback)
+            self.emit(call, "AddParticipantFailed",
+                      {"participant": party.identifier(), "resultInformation": info},
+                      context=party.op_context, url=party.op_callback)
+        elif party.purpose == "transfer":
+            self.emit(call, "CallTransferFailed", {"resultInformation": info},
+                      context=party.op_context, url=party.op_callback)
+
+    def _connected(self, party: Party) -> None:
+        b2b = self.b2bua
+        call = party.app
+        cancel_timer(party.timer)
+        party.timer = None
+        party.state = "connected"
+        party.confirmed = True
+        now = b2b.stack.reactor.seconds()
+        if b2b.cdr is not None:
+            b2b.cdr.leg_answered(call.id, party.cdr_id, now)
+        if party.purpose == "target" or party.direction == "in":
+            if call.state != "connecting":
+                return
+            call.state = "connected"
+            if b2b.cdr is not None:
+                b2b.cdr.call_answered(call.id, now, party.trunk)
+            for other in call.parties.values():
+                if other is not party and other.state == "ringing":
+                    self.cancel(other)  # a group call: the first answer wins
+            self.emit(call, "CallConnected", context=call.context)
+            self.participants_updated(call)
+        elif party.purpose == "add":
+            self.emit(call, "AddParticipantSucceeded", {"participant": party.identifier()},
+                      context=party.op_context, url=party.op_callback)
+            self.participants_updated(call)
+        elif party.purpose == "transfer":
+            self.emit(call, "CallTransferAccepted",
+                      {"transferTarget": party.identifier(),
+                       "transferee": (call.phones()[0].identifier() if call.phones()
+                                      else party.identifier())},
+                      context=party.op_context, url=party.op_callback)
+            self.app_leaves(call)
+
+    # ------------------------------------------------------------------ mid-call
+    def add(self, call: AppCall, number: str, *, timeout: float | None, op_context: str | None,
+            op_callback: str | None) -> Party:
+        self.require_connected(call)
+        party = self.dial(call, number, self._route(number), purpose="add", timeout=timeout)
+        party.invitation_id = str(uuid.uuid4())
+        party.op_context = op_context
+        party.op_callback = op_callback
+        self.b2bua.stack.flush()
+        return party
+
+    def remove(self, call: AppCall, party: Party) -> None:
+        if party.state == "ringing":
+            self.cancel(party)
+            return
+        self._bye(party)
+        self._party_gone(party, 200)
+        self.participants_updated(call)
+        self._maybe_end(call)
+
+    def hold(self, call: AppCall, party: Party, on: bool) -> None:
+        if party.state != "connected" or call.bridge is None:
+            raise RestError(400, "8585", "the participant is not connected")
+        if party.hold_txn is not None:
+            raise RestError(409, "8519", "a hold or unhold of this participant is in progress")
+        body = call.bridge.reoffer(party.name, "sendonly" if on else "sendrecv")
+        b2b = self.b2bua
+        req = b2b._in_dialog_request(party, "INVITE", body=body,
+                                     extra=[("content-type", "application/sdp", None)])
+        party.local_sdp = body
+        txn = b2b.layer.send_request(req, party.target, b2b.stack.reactor.seconds())
+        txn.owner = party
+        party.hold_txn = txn
+        party.on_hold = on
+        b2b.stack.flush()
+        self.participants_updated(call)
+
+    def on_reinvite_response(self, party: Party, txn: ClientTransaction, resp: Response) -> None:
+        if resp.status < 200:
+            return
+        party.hold_txn = None
+        b2b = self.b2bua
+        if 200 <= resp.status < 300:
+            b2b.layer.send_ack_2xx(txn, b2b._in_dialog_request(party, "ACK",
+                                                               cseq=txn.request.cseq.seq))
+            if resp.body and party.app.bridge is not None:
+                try:
+                    party.app.bridge.answer(party.name, resp.body)
+                except BridgeError as exc:
+                    log.info("call %s: re-INVITE answer refused: %s", party.app.id, exc.text)
+            return
+        self.emit(party.app, "HoldFailed", {"resultInformation": result_information(
+            resp.status, 560000 + resp.status, resp.reason)})
+
+    def transfer(self, call: AppCall, number: str, op_context: str | None,
+                 op_callback: str | None) -> None:
+        """The gateway bridges the transferee to a new leg toward ``number`` and leaves."""
+        self.require_connected(call)
+        party = self.dial(call, number, self._route(number), purpose="transfer")
+        party.op_context = op_context
+        party.op_callback = op_callback
+        self.b2bua.stack.flush()
+
+    def app_leaves(self, call: AppCall) -> None:
+        """hang_up by the app (or a finished transfer): the phones stay joined when two or
+        more remain; otherwise the call ends."""
+        if len(call.phones()) + len(call.phones("ringing")) < 2:
+            self.terminate(call)
+            return
+        if call.media is not None:
+            call.media.cancel_all(quiet=True)
+        call.release_side = call.release_side or "app"
+        self.emit(call, "CallDisconnected", context=None)
+        call.app_left = True
+        self.events.call_closed(call.id)
+
+    def terminate(self, call: AppCall) -> None:
+        if call.ended:
+            return
+        call.state = "disconnecting"
+        call.release_side = call.release_side or "app"
+        call.reason = call.reason or "terminated by the app"
+        for party in list(call.parties.values()):
+            if party.state == "ringing" and party.direction == "out":
+                self.cancel(party)
+            elif party.state == "connected":
+                self._bye(party)
+                self._party_gone(party, 200)
+        self.b2bua.stack.flush()
+        self._maybe_end(call)
+
+    def require_connected(self, call: AppCall) -> None:
+        if call.ended or call.state != "connected" or call.app_left:
+            raise RestError(400, "8501", f"call {call.id} is not established")
+
+    # ------------------------------------------------------------------ in-dialog requests
+    def in_dialog(self, txn: ServerTransaction, party: Party) -> None:
+        b2b = self.b2bua
+        req = txn.request
+        call = party.app
+        if req.cseq.seq <= party.remote_cseq:
+            b2b._respond(txn, 500, "CSeq out of order", to_tag=party.local_tag)
+            return
+        party.remote_cseq = req.cseq.seq
+        method = req.method
+        if method == "BYE":
+            b2b._respond(txn, 200, to_tag=party.local_tag)
+            if party.state == "connected":
+                if call.release_side is None:
+                    call.release_side, call.reason = "caller" if party.direction == "in" \
+                        else "callee", req.get("reason") or "BYE"
+                self._party_gone(party, 200)
+                if call.phones() and not call.ended:
+                    self.participants_updated(call)
+                self._maybe_end(call)
+            return
+        if method == "INVITE" and call.bridge is not None and req.body:
+            try:
+                sdp = call.bridge.accept(party.name, req.body, (), "optional")
+            except BridgeError as exc:
+                b2b._respond(txn, exc.status, None, (("Warning", f'399 gateway "{exc.text}"'),),
+                             to_tag=party.local_tag)
+                return
+            _, contact = b2b._local(party.target.transport)
+            resp = make_response(req, 200, to_tag=party.local_tag,
+                                 headers=[("Contact", contact), ("Allow", ALLOW_HEADER),
+                                          ("Content-Type", "application/sdp")])
+            b2b.layer.send_response(txn, Response(200, resp.reason, resp.fields, sdp),
+                                    b2b.stack.reactor.seconds())
+            party.local_sdp = sdp
+            return
+        if method == "INVITE":
+            _, contact = b2b._local(party.target.transport)
+            resp = make_response(req, 200, to_tag=party.local_tag,
+                                 headers=[("Contact", contact),
+                                          ("Content-Type", "application/sdp")])
+            b2b.layer.send_response(txn, Response(200, resp.reason, resp.fields,
+                                                  party.local_sdp), b2b.stack.reactor.seconds())
+            return
+        if method in ("UPDATE", "OPTIONS", "INFO", "NOTIFY"):
+            if method == "INFO" and call.media is not None:
+                call.media.info(party, req)
+            b2b._respond(txn, 200, to_tag=party.local_tag)
+            return
+        b2b._respond(txn, 405, None, (("Allow", ALLOW_HEADER),), to_tag=party.local_tag)
+
+    def on_response(self, party: Party, txn: ClientTransaction, resp: Response,
+                    retransmission: bool) -> None:
+        method = txn.request.method
+        if method == "INVITE" and txn is party.hold_txn:
+            self.on_reinvite_response(party, txn, resp)
+        elif method == "INVITE":
+            self.on_invite_response(party, txn, resp, retransmission)
+        elif method == "BYE" and resp.status >= 200:
+            self.dialogs.pop(party.key, None)
+
+    # ------------------------------------------------------------------ endings
+    def _bye(self, party: Party) -> None:
+        b2b = self.b2bua
+        req = b2b._in_dialog_request(party, "BYE")
+        txn = b2b.layer.send_request(req, party.target, b2b.stack.reactor.seconds())
+        txn.owner = party
+
+    def _party_gone(self, party: Party, status: int) -> None:
+        call = party.app
+        was = party.state
+        party.state = "ended"
+        cancel_timer(party.timer)
+        party.timer = None
+        if was != "connected" and party.direction == "in":
+            self.dialogs.pop(party.key, None)
+        if party.trunk_state is not None:
+            party.trunk_state.release()
+            party.trunk_state = None
+        quality: dict[str, object] = {}
+        if call.bridge is not None and party.name in call.bridge.legs():
+            quality = call.bridge.remove(party.name)
+        if call.media is not None:
+            call.media.party_gone(party)
+        cdr = self.b2bua.cdr
+        if cdr is not None:
+            cdr.leg_ended(call.id, party.cdr_id, self.b2bua.stack.reactor.seconds(),
+                          status if was != "connected" else 200, **quality)
+
+    def _maybe_end(self, call: AppCall) -> None:
+        if call.ended:
+            return
+        live = [p for p in call.parties.values() if p.state != "ended"]
+        if not live:
+            self._finish(call)
+        elif call.app_left and len(call.phones()) == 1 and not call.phones("ringing"):
+            # the app left and only one phone is still in the call: nothing to join it to
+            for party in call.phones():
+                self._bye(party)
+                self._party_gone(party, 200)
+            self._finish(call)
+
+    def _finish(self, call: AppCall, quiet: bool = False) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        call.state = "disconnected"
+        if call.media is not None:
+            call.media.cancel_all(quiet=True)
+            call.media.close()
+        if not quiet and not call.app_left:
+            self.emit(call, "CallDisconnected", context=None)
+        if not call.app_left:
+            self.events.call_closed(call.id)
+        if call.bridge is not None:
+            call.bridge.close()
+        if call.trunk_in is not None:
+            call.trunk_in.release()
+            call.trunk_in = None
+        self.calls.pop(call.id, None)
+        self.by_server_id.pop(call.server_call_id, None)
+        for party in call.parties.values():
+            self.dialogs.pop(party.key, None)
+        b2b = self.b2bua
+        if b2b.cdr is not None:
+            b2b.cdr.call_ended(call.id, b2b.stack.reactor.seconds(), call.cdr_status or 200,
+                               call.release_side or "gateway", call.reason or "ended", None)
+        if self.on_end is not None:
+            self.on_end(call)
+        if not self.calls and not b2b.calls and b2b.on_idle is not None:
+            b2b.on_idle()  # draining: the last call is gone
+        log.info("app call %s ended (%s)", call.id, call.reason or "ended")
+
+    def stop(self) -> None:
+        """Shutdown: every call ends (BYE), every held caller gets 503."""
+        for context in list(self.incoming):
+            entry = self.incoming.pop(context)
+            cancel_timer(entry.party.timer)
+            self._reject_party(entry, 503, "gateway stopping")
+        for call in list(self.calls.values()):
+            self.terminate(call)
+
+    # ------------------------------------------------------------------ helpers
+    def _new_party(self, call: AppCall, call_id: str, local_uri: str, remote_uri: str,
+                   target: Target, trunk: str | None, number: str, direction: str) -> Party:
+        call.counter += 1
+        name = f"p{call.counter}"
+        party = Party(call, name, call_id, local_uri, remote_uri, target, trunk, number,
+                      direction)
+        call.parties[name] = party
+        self.dialogs[party.key] = party
+        return party
+
+    def _bridge(self, call: AppCall) -> Bridge:
+        assert self.manager is not None
+        call.bridge = Bridge(self.manager, call.id,
+                             on_dtmf=lambda leg, digit: self._dtmf(call, leg, digit),
+                             on_timeout=lambda leg, why: self._media_timeout(call, leg, why))
+        return call.bridge
+
+    def _media_timeout(self, call: AppCall, leg: str, why: str) -> None:
+        """A party sent no RTP for [media] timeout seconds: it is hung up (BYE)."""
+        party = call.parties.get(leg)
+        if party is None or party.state != "connected" or call.ended:
+            return
+        log.info("call %s: %s %s, hanging it up", call.id, leg, why)
+        if call.release_side is None:
+            call.release_side, call.reason = "gateway", why
+        self._bye(party)
+        self._party_gone(party, 200)
+        if call.phones():
+            self.participants_updated(call)
+        self._maybe_end(call)
+        self.b2bua.stack.flush()
+
+    def _dtmf(self, call: AppCall, leg: str, digit: str) -> None:
+        party = call.parties.get(leg)
+        if party is not None and call.media is not None and not call.ended:
+            call.media.dtmf(party, digit)
+
+    def _register(self, call: AppCall) -> None:
+        self.calls[call.id] = call
+        self.by_server_id[call.server_call_id] = call
+
+    def find(self, call_id: str) -> AppCall:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise RestError(404, "8522", f"call {call_id} not found")
+        return call
+
+
+def _e164(user: str) -> str:
+    """A SIP user part as the E.164-ish number an identifier carries."""
+    if user == "anonymous" or not user:
+        return "anonymous"
+    digits = user if user.startswith("+") else "+" + user
+    return digits
+
+
+def request_summary(req: Request) -> str:
+    return f"{req.method} {req.uri_text}"
