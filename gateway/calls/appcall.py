@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.calls.b2bua import ALLOW_HEADER, Dialog
-from gateway.calls.sessiontimer import cancel_timer
+from gateway.calls.sessiontimer import cancel_timer, has_option
 from gateway.config import Trunk
 from gateway.media.bridge import Bridge, BridgeError
 from gateway.rest.errors import RestError
@@ -80,9 +80,12 @@ class Party(Dialog):
         "op_callback",
         "op_context",
         "purpose",
+        "refer",
+        "refer_txn",
         "route",
         "state",
         "timer",
+        "transfer_to",
         "trunk_state",
     )
 
@@ -106,6 +109,9 @@ class Party(Dialog):
         self.cancel_sent = False
         self.timer: Any = None
         self.trunk_state: TrunkState | None = None
+        self.refer = False  # the peer's Allow lists REFER (RFC 3515)
+        self.refer_txn: ClientTransaction | None = None
+        self.transfer_to: str | None = None  # a REFER in progress: the target number
 
     @property
     def raw_id(self) -> str:
@@ -263,6 +269,7 @@ class AppCalls:
         party.remote_target = str(contacts[0].uri) if contacts else req.uri_text
         party.route_set = req.get_all("record-route")
         party.remote_sdp = req.body
+        party.refer = has_option(req.values("allow"), "refer")
         party.invite_txn = txn
         txn.owner = party
         call.targets = [phone_identifier(number)]
@@ -509,6 +516,7 @@ class AppCalls:
         if contacts:
             party.remote_target = str(contacts[0].uri)
         party.route_set = list(reversed(resp.get_all("record-route")))
+        party.refer = has_option(resp.values("allow"), "refer")
         ack = b2b._in_dialog_request(party, "ACK", cseq=txn.request.cseq.seq)
         b2b.layer.send_ack_2xx(txn, ack)
         party.invite_txn = None
@@ -685,12 +693,91 @@ class AppCalls:
 
     def transfer(self, call: AppCall, number: str, op_context: str | None,
                  op_callback: str | None) -> None:
-        """The gateway bridges the transferee to a new leg toward ``number`` and leaves."""
+        """Transfer the call's phone party to ``number``: by REFER when it is the only party
+        and its Allow lists REFER (the carrier places the new call; RFC 3515), otherwise the
+        gateway dials ``number`` itself, joins the transferee to it and leaves."""
         self.require_connected(call)
-        party = self.dial(call, number, self._route(number), purpose="transfer")
+        route = self._route(number)
+        phones = call.phones()
+        if any(p.transfer_to for p in phones):
+            raise RestError(409, "8519", "a transfer is already in progress")
+        if len(phones) == 1 and phones[0].refer and not call.phones("ringing"):
+            self._refer(phones[0], number, op_context, op_callback)
+            return
+        self._bridged_transfer(call, number, route, op_context, op_callback)
+
+    def _bridged_transfer(self, call: AppCall, number: str, route: tuple[str, ...],
+                          op_context: str | None, op_callback: str | None) -> None:
+        party = self.dial(call, number, route, purpose="transfer")
         party.op_context = op_context
         party.op_callback = op_callback
         self.b2bua.stack.flush()
+
+    def _refer(self, party: Party, number: str, op_context: str | None,
+               op_callback: str | None) -> None:
+        b2b = self.b2bua
+        trunk = self._first_trunk(number)
+        host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+        refer_to = f"<sip:{number}@{host}:{trunk.port}"
+        refer_to += ">" if trunk.transport == "udp" else f";transport={trunk.transport}>"
+        req = b2b._in_dialog_request(party, "REFER", extra=[
+            ("refer-to", refer_to, None),
+            ("referred-by", f"<sip:{party.app.source_number or 'app'}@{b2b.config.sip.domain}>",
+             None),
+        ])
+        txn = b2b.layer.send_request(req, party.target, b2b.stack.reactor.seconds())
+        txn.owner = party
+        party.refer_txn = txn
+        party.transfer_to = number
+        party.op_context = op_context
+        party.op_callback = op_callback
+        log.info("call %s: REFER %s to %s", party.app.id, party.name, number)
+
+    def _refer_answered(self, party: Party, resp: Response) -> None:
+        """The transferee's answer to our REFER: 2xx waits for NOTIFY; a refusal falls back
+        to the gateway-bridged transfer."""
+        if resp.status < 200:
+            return
+        party.refer_txn = None
+        number = party.transfer_to
+        if resp.status < 300 or number is None:
+            return
+        party.transfer_to = None
+        log.info("call %s: REFER refused (%d), bridging the transfer", party.app.id,
+                 resp.status)
+        try:
+            self._bridged_transfer(party.app, number, self._route(number), party.op_context,
+                                   party.op_callback)
+        except RestError as exc:
+            self._transfer_failed(party, 500, exc.message)
+
+    def _refer_progress(self, party: Party, req: Request) -> None:
+        """A NOTIFY (Event: refer) with the sipfrag of the transferee's new call."""
+        frag = req.body.decode("utf-8", "replace").split("\r\n", 1)[0].split("\n", 1)[0]
+        parts = frag.split(" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit() or party.transfer_to is None:
+            return
+        status = int(parts[1])
+        if status < 200:
+            return
+        call, number = party.app, party.transfer_to
+        party.transfer_to = None
+        if status >= 300:
+            self._transfer_failed(party, status, parts[2] if len(parts) > 2 else "")
+            return
+        self.emit(call, "CallTransferAccepted",
+                  {"transferTarget": phone_identifier(number),
+                   "transferee": party.identifier()},
+                  context=party.op_context, url=party.op_callback)
+        call.release_side, call.reason = "app", f"transferred to {number}"
+        self._bye(party)  # the transferor's part is done (RFC 5589 section 6.1)
+        self._party_gone(party, 200)
+        self._maybe_end(call)
+
+    def _transfer_failed(self, party: Party, status: int, reason: str) -> None:
+        self.emit(party.app, "CallTransferFailed", {"resultInformation": result_information(
+            status, 560000 + status if status < 700 else status, reason,
+            sip=(status, reason))}, context=party.op_context, url=party.op_callback)
 
     def app_leaves(self, call: AppCall) -> None:
         """hang_up by the app (or a finished transfer): the phones stay joined when two or
@@ -769,16 +856,20 @@ class AppCalls:
                                                   party.local_sdp), b2b.stack.reactor.seconds())
             return
         if method in ("UPDATE", "OPTIONS", "INFO", "NOTIFY"):
+            b2b._respond(txn, 200, to_tag=party.local_tag)
             if method == "INFO" and call.media is not None:
                 call.media.info(party, req)
-            b2b._respond(txn, 200, to_tag=party.local_tag)
+            elif method == "NOTIFY" and (req.get("event") or "").lower().startswith("refer"):
+                self._refer_progress(party, req)
             return
         b2b._respond(txn, 405, None, (("Allow", ALLOW_HEADER),), to_tag=party.local_tag)
 
     def on_response(self, party: Party, txn: ClientTransaction, resp: Response,
                     retransmission: bool) -> None:
         method = txn.request.method
-        if method == "INVITE" and txn is party.hold_txn:
+        if method == "REFER":
+            self._refer_answered(party, resp)
+        elif method == "INVITE" and txn is party.hold_txn:
             self.on_reinvite_response(party, txn, resp)
         elif method == "INVITE":
             self.on_invite_response(party, txn, resp, retransmission)

@@ -780,6 +780,35 @@ def test_transfer_inbound_call_to_a_phone_number(
     assert not received_requests(carrier, "REFER"), "REFER sent to a leg that does not allow it"
 
 
+def test_transfer_by_refer_when_the_carrier_leg_allows_it(
+    make_app: Any, receiver: EventReceiver, sipp_server: SippServerFactory
+) -> None:
+    """The carrier leg's Allow lists REFER: the gateway REFERs it to the target (the carrier
+    places the new call), takes NOTIFY's sipfrag 200 as the transfer accepted, releases the
+    leg with BYE, and the app gets CallTransferAccepted then CallDisconnected."""
+    carrier_port = free_port()
+    app = make_app(receiver, carrier_port=carrier_port)
+    carrier = start_carrier(sipp_server, app.gateway, "uac_app_refer", carrier_port)
+    incoming = receiver.incoming(timeout=10)
+    cid = app.client.answer_call(incoming["incomingCallContext"], app.callback,
+                                 operation_context="answer").call_connection_id
+    receiver.wait_for("CallConnected", call_connection_id=cid, timeout=5)
+    conn = app.connection(cid)
+    conn.transfer_call_to_participant(PhoneNumberIdentifier(TRANSFER_TARGET),
+                                      operation_context="refer")
+    accepted = receiver.wait_for(("CallTransferAccepted", "CallTransferFailed"), ctx("refer"),
+                                 timeout=15, call_connection_id=cid)
+    assert type_matches(accepted["type"], "CallTransferAccepted"), accepted
+    assert_identifier(data(accepted).get("transferTarget"), TRANSFER_TARGET)
+    assert_identifier(data(accepted).get("transferee"), CALLER)
+    assert sipp_exit(carrier) == 0, sipp_failure(carrier)  # REFER, 202, NOTIFY, then our BYE
+    (refer,) = received_requests(carrier, "REFER")
+    refer_to = re.search(r"(?im)^refer-to\s*:\s*(.*)$", refer)
+    assert refer_to and f"sip:{TRANSFER_TARGET}@" in refer_to.group(1), refer
+    assert_ends_with_disconnected(receiver, cid)
+    assert_before(receiver.types(cid), "CallConnected", "CallTransferAccepted", "CallDisconnected")
+
+
 # --------------------------------------------------------------------------------------------
 # 6. recording
 
