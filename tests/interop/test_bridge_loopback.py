@@ -135,7 +135,7 @@ def assert_hears(env: Env, listener: str, heard: set[str]) -> None:
 def env() -> Iterator[Env]:
     reactor = global_reactor()
     if reactor.running:
-        pytest.skip("the reactor is run by something else in this process")
+        pytest.fail("the reactor is run by something else in this process")
     first, last = free_media_range()
     manager = MediaManager(reactor, MediaConfig(port_range=(first, last)))
     digits: list[tuple[str, str]] = []
