@@ -19,26 +19,23 @@ the last event of a call.
 from __future__ import annotations
 
 import logging
-import secrets
-import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
+from gateway.calls.appinbound import AppInbound
+from gateway.calls.appmodel import AppCall, EventSink, Party
 from gateway.calls.b2bua import ALLOW_HEADER, Dialog
 from gateway.calls.sessiontimer import cancel_timer, has_option
 from gateway.config import Trunk
 from gateway.media.bridge import Bridge, BridgeError
 from gateway.rest.errors import RestError
-from gateway.rest.events import acs_user_identifier, phone_identifier, result_information
+from gateway.rest.events import phone_identifier, result_information
 from gateway.sip.message import Request, Response, make_response, reason_phrase
 from gateway.sip.transaction import ClientTransaction, ServerTransaction, Target
-from gateway.sip.uri import NameAddr
 
 if TYPE_CHECKING:
     from gateway.calls.b2bua import B2BUA
-    from gateway.calls.trunks import TrunkState
     from gateway.media.manager import MediaManager
 
 log = logging.getLogger("gateway.app")
@@ -49,153 +46,6 @@ _FAILOVER = frozenset({408, 500, 502, 503, 504})
 
 def _failover(status: int) -> bool:
     return status in _FAILOVER or (status >= 600 and status != 603)
-
-
-class EventSink(Protocol):
-    """Where app events go (gateway.rest.delivery.Delivery)."""
-
-    def call_event(
-        self, call_key: str, url: str, name: str, data: Mapping[str, object]
-    ) -> None: ...
-
-    def call_closed(self, call_key: str) -> None: ...
-
-    def incoming_call(self, data: Mapping[str, object], subject: str) -> None: ...
-
-
-class Party(Dialog):
-    """One phone party of an app call: a SIP dialog ending at the gateway."""
-
-    __slots__ = (
-        "app",
-        "attempt",
-        "cancel_sent",
-        "direction",
-        "hold_txn",
-        "invitation_id",
-        "invite_txn",
-        "muted",
-        "number",
-        "on_hold",
-        "op_callback",
-        "op_context",
-        "purpose",
-        "refer",
-        "refer_txn",
-        "route",
-        "state",
-        "timer",
-        "transfer_to",
-        "trunk_state",
-    )
-
-    def __init__(self, app: AppCall, name: str, call_id: str, local_uri: str, remote_uri: str,
-                 target: Target, trunk: str | None, number: str, direction: str) -> None:
-        super().__init__(name, call_id, local_uri, remote_uri, target, trunk)
-        self.app = app
-        self.number = number
-        self.direction = direction  # "in" | "out"
-        self.state = "ringing"  # ringing | connected | ended
-        self.invite_txn: ServerTransaction | ClientTransaction | None = None
-        self.hold_txn: ClientTransaction | None = None
-        self.muted = False
-        self.on_hold = False
-        self.invitation_id: str | None = None
-        self.op_context: str | None = None
-        self.op_callback: str | None = None
-        self.purpose = "target"  # target (create) | add | transfer
-        self.route: tuple[str, ...] = ()
-        self.attempt = 0
-        self.cancel_sent = False
-        self.timer: Any = None
-        self.trunk_state: TrunkState | None = None
-        self.refer = False  # the peer's Allow lists REFER (RFC 3515)
-        self.refer_txn: ClientTransaction | None = None
-        self.transfer_to: str | None = None  # a REFER in progress: the target number
-
-    @property
-    def raw_id(self) -> str:
-        return phone_identifier(self.number)["rawId"]  # type: ignore[return-value]
-
-    def identifier(self) -> dict[str, object]:
-        return phone_identifier(self.number)
-
-
-@dataclass(slots=True)
-class Incoming:
-    """An inbound app call waiting for answer/reject/redirect."""
-
-    call: AppCall
-    party: Party
-    txn: ServerTransaction
-    trunk: Trunk
-    expires: float
-
-
-class AppCall:
-    """One REST-controlled call (a callConnection)."""
-
-    def __init__(self, calls: AppCalls, source_number: str) -> None:
-        self.calls = calls
-        self.id = str(uuid.uuid4())
-        self.server_call_id = secrets.token_urlsafe(18)
-        self.correlation_id = str(uuid.uuid4())
-        self.app_raw_id = f"8:acs:{calls.resource}_{uuid.uuid4()}"
-        self.callback_uri = ""
-        self.context: str | None = None  # the create/answer operationContext
-        self.state = "connecting"
-        self.parties: dict[str, Party] = {}
-        self.counter = 0
-        self.sequence = 0
-        self.bridge: Bridge | None = None
-        self.source_number = source_number
-        self.source_display: str | None = None
-        self.targets: list[dict[str, object]] = []
-        self.app_left = False  # hang_up by the app with other parties still in the call
-        self.ended = False
-        self.trunk_in: TrunkState | None = None
-        self.started = time.time()
-        self.media: Any = None  # gateway.rest.mediaops.MediaOps, set by the API
-        self.cdr_status = 0
-        self.release_side: str | None = None
-        self.reason: str | None = None
-
-    def phones(self, state: str | None = "connected") -> list[Party]:
-        return [p for p in self.parties.values() if state is None or p.state == state]
-
-    def participant(self, raw_id: str) -> Party | None:
-        for party in self.parties.values():
-            if party.state != "ended" and party.raw_id == raw_id:
-                return party
-        return None
-
-    def app_participant(self) -> dict[str, object]:
-        return {"identifier": acs_user_identifier(self.app_raw_id), "isMuted": False,
-                "isOnHold": False}
-
-    def participants(self) -> list[dict[str, object]]:
-        out = [{"identifier": p.identifier(), "isMuted": p.muted, "isOnHold": p.on_hold}
-               for p in self.phones()]
-        if not self.app_left:
-            out.append(self.app_participant())
-        return out
-
-    def properties(self) -> dict[str, object]:
-        props: dict[str, object] = {
-            "callConnectionId": self.id,
-            "serverCallId": self.server_call_id,
-            "correlationId": self.correlation_id,
-            "callConnectionState": self.state,
-            "callbackUri": self.callback_uri,
-            "targets": self.targets,
-            "source": acs_user_identifier(self.app_raw_id),
-            "answeredBy": {"id": self.app_raw_id},
-        }
-        if self.source_number:
-            props["sourceCallerIdNumber"] = {"value": self.source_number}
-        if self.source_display:
-            props["sourceDisplayName"] = self.source_display
-        return props
 
 
 class AppCalls:
@@ -212,7 +62,7 @@ class AppCalls:
         self.calls: dict[str, AppCall] = {}
         self.by_server_id: dict[str, AppCall] = {}
         self.dialogs: dict[tuple[str, str], Party] = {}
-        self.incoming: dict[str, Incoming] = {}  # by incomingCallContext
+        self.inbound = AppInbound(self)
         self.on_end: Callable[[AppCall], None] | None = None
 
     # ------------------------------------------------------------------ events
@@ -243,156 +93,12 @@ class AppCalls:
                   {"sequenceNumber": call.sequence, "participants": call.participants()},
                   with_context=False)
 
-    # ------------------------------------------------------------------ inbound
-    def incoming_invite(self, txn: ServerTransaction, trunk: Trunk, trunk_in: TrunkState,
-                        number: str) -> None:
-        """An INVITE routed to the app: hold it and tell the webhooks."""
-        b2b = self.b2bua
-        req = txn.request
-        if len(self.calls) >= self.max_calls or self.manager is None:
-            trunk_in.release()
-            b2b._respond(txn, 503, None, (("Retry-After", str(b2b.config.sip.retry_after)),))
-            return
-        from_addr = req.from_
-        caller = from_addr.uri.user or "anonymous"
-        call = AppCall(self, number)
-        call.trunk_in = trunk_in
-        call.state = "connecting"
-        remote = NameAddr.build(from_addr.uri, display=from_addr.display,
-                                params=tuple(p for p in from_addr.params if p[0].lower() != "tag"))
-        party = self._new_party(call, req.call_id, str(NameAddr.build(req.to.uri,
-                                display=req.to.display)), str(remote), txn.source, trunk.name,
-                                _e164(caller), "in")
-        party.remote_tag = from_addr.tag
-        party.remote_cseq = req.cseq.seq
-        contacts = req.contacts
-        party.remote_target = str(contacts[0].uri) if contacts else req.uri_text
-        party.route_set = req.get_all("record-route")
-        party.remote_sdp = req.body
-        party.refer = has_option(req.values("allow"), "refer")
-        party.invite_txn = txn
-        txn.owner = party
-        call.targets = [phone_identifier(number)]
-        context = secrets.token_urlsafe(32)
-        now = b2b.stack.reactor.seconds()
-        self.incoming[context] = Incoming(call, party, txn, trunk, now + self.timeout)
-        party.timer = b2b.call_later(self.timeout, self._not_answered, context)
-        cdr = b2b.cdr
-        if cdr is not None:
-            cdr.call_started(call.id, caller, number, trunk.name, now)
-            cdr.leg_started(call.id, party.cdr_id, "in", trunk.name, party.remote_uri, now,
-                            req.call_id)
-        data: dict[str, object] = {
-            "to": phone_identifier(number),
-            "from": phone_identifier(_e164(caller)),
-            "serverCallId": call.server_call_id,
-            "callerDisplayName": from_addr.display or "",
-            "incomingCallContext": context,
-            "correlationId": call.correlation_id,
-        }
-        custom = {k: v for k, v, _ in req.fields
-                  if k.startswith("x-ms-custom-") or k == "user-to-user"}
-        if custom:
-            data["customContext"] = {"sipHeaders": custom, "voipHeaders": {}}
-        subject = f"/caller/{phone_identifier(_e164(caller))['rawId']}/recipient/" \
-                  f"{phone_identifier(number)['rawId']}"
-        log.info("call %s: inbound %s -> %s held for the app", call.id, caller, number)
-        self.events.incoming_call(data, subject)
-
-    def take_incoming(self, context: str) -> Incoming:
-        entry = self.incoming.get(context)
-        if entry is None:
-            raise RestError(404, "8522", "incomingCallContext unknown or expired")
-        return entry
-
-    def answer(self, context: str, callback: str, op_context: str | None) -> AppCall:
-        entry = self.take_incoming(context)
-        call, party = entry.call, entry.party
-        b2b = self.b2bua
-        assert self.manager is not None
-        bridge = call.bridge or self._bridge(call)
-        try:
-            sdp = bridge.accept(party.name, party.remote_sdp, entry.trunk.codecs,
-                                entry.trunk.srtp)
-        except BridgeError as exc:
-            del self.incoming[context]
-            cancel_timer(party.timer)
-            self._reject_party(entry, exc.status, exc.text)
-            raise RestError(400, "8523",
-                            f"the caller's media cannot be answered: {exc.text}") from exc
-        del self.incoming[context]
-        cancel_timer(party.timer)
-        call.callback_uri = callback
-        call.context = op_context
-        self._register(call)
-        party.local_sdp = sdp
-        _, contact = b2b._local(party.target.transport)
-        resp = make_response(entry.txn.request, 200, to_tag=party.local_tag,
-                             headers=[("Contact", contact), ("Allow", ALLOW_HEADER),
-                                      ("Content-Type", "application/sdp")])
-        resp = Response(resp.status, resp.reason, resp.fields, sdp)
-        b2b.layer.send_response(entry.txn, resp, b2b.stack.reactor.seconds())
-        b2b.stack.flush()
-        return call
-
     def on_ack(self, party: Party) -> None:
         """The caller's ACK for our 200: the app's call is connected."""
         if party.state != "ringing":
             return
         self._connected(party)
 
-    def reject(self, context: str, reason: str) -> None:
-        entry = self.take_incoming(context)
-        del self.incoming[context]
-        cancel_timer(entry.party.timer)
-        status = {"busy": 486, "forbidden": 403}.get(reason, 603)
-        self._reject_party(entry, status, None)
-
-    def redirect(self, context: str, number: str) -> None:
-        """302 toward the trunk the dial plan routes ``number`` to."""
-        entry = self.take_incoming(context)
-        trunk = self._first_trunk(number)
-        del self.incoming[context]
-        cancel_timer(entry.party.timer)
-        host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
-        contact = f"<sip:{number}@{host}:{trunk.port}"
-        contact += ">" if trunk.transport == "udp" else f";transport={trunk.transport}>"
-        self._reject_party(entry, 302, None, (("Contact", contact),))
-
-    def _reject_party(self, entry: Incoming, status: int, text: str | None,
-                      headers: tuple[tuple[str, str], ...] = ()) -> None:
-        party = entry.party
-        b2b = self.b2bua
-        b2b._respond(entry.txn, status, None, headers, to_tag=party.local_tag)
-        b2b.stack.flush()
-        call = entry.call
-        call.cdr_status = status
-        call.release_side = "gateway"
-        call.reason = text or reason_phrase(status)
-        self._party_gone(party, status)
-        self._finish(call, quiet=True)
-
-    def _not_answered(self, context: str) -> None:
-        entry = self.incoming.pop(context, None)
-        if entry is None:
-            return
-        entry.party.timer = None
-        log.info("call %s: not answered by the app in %ss, 480", entry.call.id, self.timeout)
-        self._reject_party(entry, 480, "not answered by the app")
-
-    def on_cancel(self, party: Party) -> None:
-        """The caller gave up while the app was deciding (or before the ACK)."""
-        b2b = self.b2bua
-        call = party.app
-        for context, entry in list(self.incoming.items()):
-            if entry.party is party:
-                del self.incoming[context]
-                cancel_timer(party.timer)
-                b2b._respond(entry.txn, 487, None, (), to_tag=party.local_tag)
-                call.cdr_status, call.release_side, call.reason = 487, "caller", "CANCEL"
-                self._party_gone(party, 487)
-                self._finish(call, quiet=True)
-                return
 
     # ------------------------------------------------------------------ outbound
     def create(self, numbers: list[str], callback: str, op_context: str | None,
@@ -950,10 +656,7 @@ class AppCalls:
 
     def stop(self) -> None:
         """Shutdown: every call ends (BYE), every held caller gets 503."""
-        for context in list(self.incoming):
-            entry = self.incoming.pop(context)
-            cancel_timer(entry.party.timer)
-            self._reject_party(entry, 503, "gateway stopping")
+        self.inbound.stop()
         for call in list(self.calls.values()):
             self.terminate(call)
 
@@ -1004,15 +707,3 @@ class AppCalls:
         if call is None:
             raise RestError(404, "8522", f"call {call_id} not found")
         return call
-
-
-def _e164(user: str) -> str:
-    """A SIP user part as the E.164-ish number an identifier carries."""
-    if user == "anonymous" or not user:
-        return "anonymous"
-    digits = user if user.startswith("+") else "+" + user
-    return digits
-
-
-def request_summary(req: Request) -> str:
-    return f"{req.method} {req.uri_text}"

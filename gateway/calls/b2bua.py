@@ -69,7 +69,8 @@ from gateway.sip.validate import validate_request
 from gateway.store.cdr import CdrStore
 
 if TYPE_CHECKING:
-    from gateway.calls.appcall import AppCalls, Party
+    from gateway.calls.appcall import AppCalls
+    from gateway.calls.appmodel import Party
     from gateway.media.manager import MediaManager
     from gateway.media.session import MediaSession
 
@@ -473,7 +474,7 @@ class B2BUA:
             self._reject(txn, 404, (), trunk.name)
             return
         if decision.action == "app" and self.apps is not None:
-            self.apps.incoming_invite(txn, trunk, trunk_in, decision.number)
+            self.apps.inbound.incoming_invite(txn, trunk, trunk_in, decision.number)
             return
         if decision.action not in ("outbound", "trunk") or not decision.trunks:
             log.info("call to %s: action %s not available yet", number, decision.action)
@@ -1020,7 +1021,7 @@ class B2BUA:
         party = self._app_party(invite_txn.owner if invite_txn is not None else None)
         if party is not None and self.apps is not None:
             self._respond(txn, 200, to_tag=party.local_tag)
-            self.apps.on_cancel(party)
+            self.apps.inbound.on_cancel(party)
             return
         if invite_txn is None or not isinstance(invite_txn.owner, Call):
             self._respond(txn, 481)

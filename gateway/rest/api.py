@@ -24,7 +24,8 @@ from gateway.rest.mediaops import MediaOps
 from gateway.rest.server import Reply
 
 if TYPE_CHECKING:
-    from gateway.calls.appcall import AppCall, AppCalls, Party
+    from gateway.calls.appcall import AppCalls
+    from gateway.calls.appmodel import AppCall, Party
     from gateway.media.prompts import PromptLoader
     from gateway.rest.delivery import Delivery
 
@@ -139,7 +140,7 @@ class CallAutomationApi:
         callback = self._callback(b, "callbackUri", required=True)
         self._unsupported(b, "mediaStreamingOptions", "transcriptionOptions")
         assert context is not None and callback is not None
-        call = self.apps.answer(context, callback, _str(b, "operationContext"))
+        call = self.apps.inbound.answer(context, callback, _str(b, "operationContext"))
         self._media(call)
         return Reply(200, call.properties())
 
@@ -149,14 +150,14 @@ class CallAutomationApi:
         if reason not in ("none", "busy", "forbidden"):
             raise RestError(400, "8523", "callRejectReason must be none, busy or forbidden")
         assert context is not None
-        self.apps.reject(context, reason)
+        self.apps.inbound.reject(context, reason)
         return Reply(204, None)
 
     def _redirect(self, b: Mapping[str, object]) -> Reply:
         context = _str(b, "incomingCallContext", required=True)
         number = self._phone(b.get("target"), "target")
         assert context is not None
-        self.apps.redirect(context, number)
+        self.apps.inbound.redirect(context, number)
         return Reply(204, None)
 
     def _get_call(self, call: AppCall, b: Mapping[str, object]) -> Reply:

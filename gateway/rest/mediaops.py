@@ -25,7 +25,8 @@ from gateway.rest.events import result_information
 if TYPE_CHECKING:
     import numpy
 
-    from gateway.calls.appcall import AppCall, AppCalls, Party
+    from gateway.calls.appcall import AppCalls
+    from gateway.calls.appmodel import AppCall, Party
     from gateway.media.prompts import PromptLoader
     from gateway.sip.message import Request
 
