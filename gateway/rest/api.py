@@ -86,15 +86,17 @@ class CallAutomationApi:
             if rec is not None:
                 self._note(rec.call.id, op)
             return reply
+        call_id = ids.get("call", "")
+        known = call_id in self.apps.calls  # an operation may end the call (hang_up)
         reply = self._call_op(op, ids, b)
-        if not op.startswith(("get_", "list_")):
-            self._note(ids.get("call", ""), op)
+        if known and not op.startswith(("get_", "list_")):
+            self._note(call_id, op, known=True)
         return reply
 
-    def _note(self, call_id: str, op: str) -> None:
+    def _note(self, call_id: str, op: str, known: bool = False) -> None:
         """The operation goes into the call's CDR (cdr_calls.operations)."""
         cdr = self.apps.b2bua.cdr
-        if cdr is not None and call_id in self.apps.calls:
+        if cdr is not None and (known or call_id in self.apps.calls):
             cdr.app_operation(call_id, call_id, op, time.time())
 
     def _call_op(self, op: str, ids: Mapping[str, str], b: Mapping[str, object]) -> Reply:

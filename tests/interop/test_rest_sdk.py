@@ -36,6 +36,7 @@ import base64
 import datetime
 import re
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -257,6 +258,23 @@ def sipp_messages(sipp: SippServer) -> str:
     if sipp.rundir is None:
         return ""
     return "\n".join(p.read_text(errors="replace") for p in sipp.rundir.glob("*_messages.log"))
+
+
+def app_cdr(gateway: Any, cid: str, timeout_s: float = 5.0) -> tuple[dict[str, Any], list[tuple]]:
+    """The app call's cdr_calls row (as a dict) and its cdr_legs rows (leg_id, direction,
+    status, codec, packets_in), once the row is final (ended set)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with sqlite3.connect(gateway.cdr_path) as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM cdr_calls WHERE call_id = ?", (cid,)).fetchone()
+            legs = db.execute("SELECT leg_id, direction, status, codec, packets_in FROM cdr_legs"
+                              " WHERE call_id = ? ORDER BY leg_id", (cid,)).fetchall()
+        if row is not None and row["ended"] is not None:
+            return dict(row), [tuple(leg) for leg in legs]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no final CDR for app call {cid}: {row and dict(row)}")
+        time.sleep(0.2)
 
 
 def received_requests(sipp: SippServer, method: str) -> list[str]:
@@ -602,6 +620,13 @@ def test_inbound_answer_play_recognize_dtmf_hang_up(
         assert_ends_with_disconnected(receiver, cid)
         assert_before(receiver.types(cid), "CallConnected", "PlayStarted", "PlayCompleted",
                       "RecognizeCompleted", "CallDisconnected")
+        call, legs = app_cdr(app.gateway, cid)
+        ops = [op.split("@")[0] for op in (call["operations"] or "").split()]
+        assert ops == ["answer", "play", "recognize", "hang_up"], call
+        assert call["caller"] and CALLER.lstrip("+") in call["caller"], call
+        assert call["callee"] == INBOUND and call["answered"] is not None, call
+        ((_, direction, status, codec, packets_in),) = legs
+        assert (direction, status, codec) == ("in", 200, "PCMU") and packets_in > 0, legs
         assert {a.path for a in receiver.arrivals() if a.call_connection_id == cid} == {"/calls"}
 
 
@@ -711,6 +736,13 @@ def test_outbound_create_add_remove_hang_up(
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers), numbers
     assert_before(receiver.types(cid), "CallConnected", "AddParticipantSucceeded",
                   "RemoveParticipantSucceeded", "CallDisconnected")
+    # the call's CDR: one row, a leg per party, the app's operations in order
+    call, legs = app_cdr(app.gateway, cid)
+    assert call["app_call"] == cid and call["release_side"] == "app", call
+    ops = [op.split("@")[0] for op in (call["operations"] or "").split()]
+    assert ops == ["create", "participants:add", "participants:remove", "terminate"], call
+    assert [(leg[1], leg[2], leg[3]) for leg in legs] == [
+        ("out", 200, "PCMU"), ("out", 200, "PCMU")], legs
 
 
 # --------------------------------------------------------------------------------------------
