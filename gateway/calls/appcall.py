@@ -209,7 +209,7 @@ class AppCalls:
                 b2b.cdr.leg_ended(call.id, party.cdr_id, now, status)
             if call.bridge is not None and party.name in call.bridge.legs():
                 call.bridge.remove(party.name)
-            if (_failover(status) and not party.cancel_sent and not call.ended
+            if (_failover(status) and party.cancel_reason is None and not call.ended
                     and party.attempt + 1 < len(party.route)):
                 self._next_trunk(party, status, resp.reason)
                 return
@@ -226,9 +226,11 @@ class AppCalls:
         ack = b2b._in_dialog_request(party, "ACK", cseq=txn.request.cseq.seq)
         b2b.layer.send_ack_2xx(txn, ack)
         party.invite_txn = None
-        if party.cancel_sent or call.ended or party.state != "ringing":
+        if party.cancel_reason is not None or call.ended or party.state != "ringing":
             party.confirmed = True
-            self._bye(party)
+            self._bye(party)  # answered as our CANCEL crossed it (RFC 3261 section 9.1)
+            if party.state == "ringing":
+                self._dial_failed(party, 487, "Request Terminated")
             return
         party.remote_sdp = resp.body
         try:
@@ -253,7 +255,7 @@ class AppCalls:
             if self.b2bua.cdr is not None:
                 self.b2bua.cdr.leg_ended(call.id, party.cdr_id,
                                          self.b2bua.stack.reactor.seconds(), status)
-            if not party.cancel_sent and party.attempt + 1 < len(party.route):
+            if party.cancel_reason is None and party.attempt + 1 < len(party.route):
                 self._next_trunk(party, status, reason)
             else:
                 self._dial_failed(party, status, reason)
@@ -264,12 +266,12 @@ class AppCalls:
     def _invitation_timeout(self, party: Party) -> None:
         party.timer = None
         if party.state == "ringing":
-            self.cancel(party)
+            self.cancel(party, "timeout")
 
-    def cancel(self, party: Party) -> None:
+    def cancel(self, party: Party, reason: str) -> None:
         """CANCEL a party still ringing (cancel_add_participant, a group call answered)."""
         txn = party.invite_txn
-        party.cancel_sent = True
+        party.cancel_reason = party.cancel_reason or reason
         if isinstance(txn, ClientTransaction):
             self.b2bua.layer.send_cancel(txn, self.b2bua.stack.reactor.seconds())
             self.b2bua.stack.flush()
@@ -279,36 +281,40 @@ class AppCalls:
         call = party.app
         cancel_timer(party.timer)
         party.timer = None
-        was_cancelled = party.cancel_sent
+        why = party.cancel_reason
         party.state = "ended"
         if party.trunk_state is not None:
             party.trunk_state.release()
             party.trunk_state = None
         if call.bridge is not None and party.name in call.bridge.legs():
             call.bridge.remove(party.name)
-        info = result_information(status, 560000 + status if status < 700 else status,
-                                  reason, sip=(status, reason))
+        if why == "timeout":  # the gateway gave up itself: not the callee's answer
+            info = result_information(408, 500001, "invitation timed out", sip=(status, reason))
+        else:
+            info = result_information(status, 560000 + status if status < 700 else status,
+                                      reason, sip=(status, reason))
         if party.purpose == "target":
-            if call.state != "connecting":
-                return  # another target of the group call answered first
-            if any(p.state == "ringing" for p in call.parties.values()):
-                return  # other targets still ringing
-            call.cdr_status, call.release_side, call.reason = status, "callee", reason
-            self.emit(call, "CreateCallFailed", {"resultInformation": info}, context=call.context)
-            self._finish(call)
-        elif party.purpose == "add":
-            if was_cancelled:
+            ringing = any(p.state == "ringing" for p in call.parties.values())
+            if call.state == "connecting" and not ringing:
+                call.cdr_status, call.release_side, call.reason = status, "callee", reason
+                self.emit(call, "CreateCallFailed", {"resultInformation": info},
+                          context=call.context)
+                self._finish(call)
+            else:  # a group call answered elsewhere, or a call the app ended meanwhile
+                self._maybe_end(call)
+            return
+        if party.purpose == "add":
+            if why == "app":
                 self.emit(call, "CancelAddParticipantSucceeded",
-                          {"invitationId": party.invitation_id,
-                           "resultInformation": result_information(
-                               487, 5300, "addParticipant canceled")},
-                          context=party.op_context, url=party.op_callback)
+                          {"invitationId": party.invitation_id},
+                          context=party.cancel_context, url=party.cancel_callback)
             self.emit(call, "AddParticipantFailed",
                       {"participant": party.identifier(), "resultInformation": info},
                       context=party.op_context, url=party.op_callback)
         elif party.purpose == "transfer":
             self.emit(call, "CallTransferFailed", {"resultInformation": info},
                       context=party.op_context, url=party.op_callback)
+        self._maybe_end(call)  # the last party of a call the app ended or left
 
     def _connected(self, party: Party) -> None:
         b2b = self.b2bua
@@ -328,7 +334,7 @@ class AppCalls:
                 b2b.cdr.call_answered(call.id, now, party.trunk)
             for other in call.parties.values():
                 if other is not party and other.state == "ringing":
-                    self.cancel(other)  # a group call: the first answer wins
+                    self.cancel(other, "answered")  # a group call: the first answer wins
             self.emit(call, "CallConnected", context=call.context)
             self.participants_updated(call)
         elif party.purpose == "add":
@@ -356,7 +362,7 @@ class AppCalls:
 
     def remove(self, call: AppCall, party: Party) -> None:
         if party.state == "ringing":
-            self.cancel(party)
+            self.cancel(party, "remove")
             return
         self._bye(party)
         self._party_gone(party, 200)
@@ -506,7 +512,7 @@ class AppCalls:
         call.reason = call.reason or "terminated by the app"
         for party in list(call.parties.values()):
             if party.state == "ringing" and party.direction == "out":
-                self.cancel(party)
+                self.cancel(party, "ended")
             elif party.state == "connected":
                 self._bye(party)
                 self._party_gone(party, 200)

@@ -39,7 +39,9 @@ class Party(Dialog):
     __slots__ = (
         "app",
         "attempt",
-        "cancel_sent",
+        "cancel_callback",
+        "cancel_context",
+        "cancel_reason",
         "direction",
         "hold_txn",
         "invitation_id",
@@ -76,7 +78,12 @@ class Party(Dialog):
         self.purpose = "target"  # target (create) | add | transfer
         self.route: tuple[str, ...] = ()
         self.attempt = 0
-        self.cancel_sent = False
+        # why a CANCEL was sent: "app" (cancel_add_participant), "timeout" (invitation
+        # timeout), "remove" (remove_participant while ringing), "answered" (a group call
+        # answered elsewhere), "ended" (the call ended); and the cancel request's context
+        self.cancel_reason: str | None = None
+        self.cancel_context: str | None = None
+        self.cancel_callback: str | None = None
         self.timer: Any = None
         self.trunk_state: TrunkState | None = None
         self.refer = False  # the peer's Allow lists REFER (RFC 3515)

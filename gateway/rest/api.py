@@ -241,10 +241,9 @@ class CallAutomationApi:
             if party.invitation_id == invitation:
                 if party.state != "ringing":
                     raise RestError(400, "8585", "the invitation is no longer pending")
-                party.op_context = context or party.op_context
-                party.op_callback = self._callback(b, "operationCallbackUri") or \
-                    party.op_callback
-                self.apps.cancel(party)
+                party.cancel_context = context
+                party.cancel_callback = self._callback(b, "operationCallbackUri")
+                self.apps.cancel(party, "app")
                 out: dict[str, object] = {"invitationId": invitation}
                 if context is not None:
                     out["operationContext"] = context
