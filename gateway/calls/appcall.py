@@ -108,7 +108,7 @@ class AppCalls:
         if len(self.calls) >= self.max_calls or self.manager is None:
             raise RestError(503, "8500", "the gateway takes no more app calls now "
                             "(max_app_calls reached, or [media] anchor is off)")
-        routes = [(n, self._route(n)) for n in numbers]
+        routes = [(n, self.route(n)) for n in numbers]
         call = AppCall(self, source)
         call.callback_uri = callback
         call.context = op_context
@@ -124,14 +124,14 @@ class AppCalls:
         self.b2bua.stack.flush()
         return call
 
-    def _route(self, number: str) -> tuple[str, ...]:
+    def route(self, number: str) -> tuple[str, ...]:
         decision = self.b2bua.plan.route_outbound(number)
         if not decision.trunks:
             raise RestError(400, "8523", f"no outbound route for {number}")
         return tuple(decision.trunks)
 
     def _first_trunk(self, number: str) -> Trunk:
-        for name in self._route(number):
+        for name in self.route(number):
             trunk = self.b2bua.trunks.get(name)
             if trunk is not None:
                 return trunk
@@ -353,7 +353,7 @@ class AppCalls:
     def add(self, call: AppCall, number: str, *, timeout: float | None, op_context: str | None,
             op_callback: str | None) -> Party:
         self.require_connected(call)
-        party = self.dial(call, number, self._route(number), purpose="add", timeout=timeout)
+        party = self.dial(call, number, self.route(number), purpose="add", timeout=timeout)
         party.invitation_id = str(uuid.uuid4())
         party.op_context = op_context
         party.op_callback = op_callback
@@ -409,7 +409,7 @@ class AppCalls:
         and its Allow lists REFER (the carrier places the new call; RFC 3515), otherwise the
         gateway dials ``number`` itself, joins the transferee to it and leaves."""
         self.require_connected(call)
-        route = self._route(number)
+        route = self.route(number)
         phones = call.phones()
         if any(p.transfer_to for p in phones):
             raise RestError(409, "8519", "a transfer is already in progress")
@@ -458,7 +458,7 @@ class AppCalls:
         log.info("call %s: REFER refused (%d), bridging the transfer", party.app.id,
                  resp.status)
         try:
-            self._bridged_transfer(party.app, number, self._route(number), party.op_context,
+            self._bridged_transfer(party.app, number, self.route(number), party.op_context,
                                    party.op_callback)
         except RestError as exc:
             self._transfer_failed(party, 500, exc.message)

@@ -134,16 +134,31 @@ class AppInbound:
         status = {"busy": 486, "forbidden": 403}.get(reason, 603)
         self._reject_party(entry, status, None)
 
-    def redirect(self, context: str, number: str) -> None:
-        """302 toward the trunk the dial plan routes ``number`` to."""
+    def redirect(self, context: str, target: str) -> None:
+        """``target`` a phone number: the gateway places the caller's call to it through the
+        dial plan's outbound routes (a B2BUA call from now on, the app out of it); a SIP URI:
+        302 with it as Contact."""
         entry = self.take_incoming(context)
-        trunk = self.apps._first_trunk(number)
+        b2b = self.apps.b2bua
+        if target.startswith(("sip:", "sips:")):
+            del self.incoming[context]
+            cancel_timer(entry.party.timer)
+            self._reject_party(entry, 302, f"redirected to {target}",
+                               (("Contact", f"<{target}>"),))
+            return
+        route = self.apps.route(target)  # 400 when no route: the caller stays held
         del self.incoming[context]
-        cancel_timer(entry.party.timer)
-        host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
-        contact = f"<sip:{number}@{host}:{trunk.port}"
-        contact += ">" if trunk.transport == "udp" else f";transport={trunk.transport}>"
-        self._reject_party(entry, 302, None, (("Contact", contact),))
+        party, call = entry.party, entry.call
+        cancel_timer(party.timer)
+        trunk_in, call.trunk_in = call.trunk_in, None
+        call.cdr_status, call.release_side = 302, "app"
+        call.reason = f"redirected to {target}"
+        self.apps._party_gone(party, 302)
+        self.apps._finish(call, quiet=True)
+        assert trunk_in is not None
+        log.info("call %s: redirected by the app to %s", call.id, target)
+        b2b.start_call(entry.txn, entry.trunk, trunk_in, target, route)
+        b2b.stack.flush()
 
     def _reject_party(self, entry: Incoming, status: int, text: str | None,
                       headers: tuple[tuple[str, str], ...] = ()) -> None:

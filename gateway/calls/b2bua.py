@@ -481,7 +481,16 @@ class B2BUA:
             trunk_in.release()
             self._reject(txn, 480, (), trunk.name)
             return
-        call = Call(random_hex(8), req, decision.number, decision.trunks)
+        self.start_call(txn, trunk, trunk_in, decision.number, decision.trunks)
+
+    def start_call(self, txn: ServerTransaction, trunk: Trunk, trunk_in: TrunkState,
+                   number: str, trunks: Sequence[str]) -> None:
+        """Place the call of the INVITE ``txn`` (from ``trunk``) to ``number`` over ``trunks``
+        (a dial plan decision, or an app's redirect_call to a phone number)."""
+        req = txn.request
+        source = txn.source
+        seconds = self.stack.reactor.seconds()
+        call = Call(random_hex(8), req, number, trunks)
         call.trunk_in = trunk_in
         try:
             offer = req.body if req.content_type == "application/sdp" else b""
@@ -523,7 +532,7 @@ class B2BUA:
         self.dialogs[a.key] = a
         self.stats.started += 1
         if self.cdr is not None:
-            self.cdr.call_started(call.id, self._caller(req), decision.number, trunk.name, seconds)
+            self.cdr.call_started(call.id, self._caller(req), number, trunk.name, seconds)
             self.cdr.leg_started(call.id, "a", "in", trunk.name, a.remote_uri, seconds,
                                  req.call_id)
         timeout = self.config.sip.no_answer_timeout
@@ -531,7 +540,7 @@ class B2BUA:
             call.no_answer_timer = self.call_later(timeout, self._no_answer, call)
         log.debug(
             "call %s: %s -> %s from trunk %s via %s",
-            call.id, from_addr.uri.user, decision.number, trunk.name, ",".join(decision.trunks),
+            call.id, from_addr.uri.user, number, trunk.name, ",".join(trunks),
         )
         self._next_attempt(call, 0, "")
 

@@ -157,9 +157,13 @@ class CallAutomationApi:
 
     def _redirect(self, b: Mapping[str, object]) -> Reply:
         context = _str(b, "incomingCallContext", required=True)
-        number = self._phone(b.get("target"), "target")
+        ident = parse_identifier(b.get("target"), "target")
+        if ident.kind == "unknown" and ident.raw_id.startswith(("sip:", "sips:")):
+            target = ident.raw_id
+        else:
+            target = self._phone(b.get("target"), "target")
         assert context is not None
-        self.apps.inbound.redirect(context, number)
+        self.apps.inbound.redirect(context, target)
         return Reply(204, None)
 
     def _get_call(self, call: AppCall, b: Mapping[str, object]) -> Reply:

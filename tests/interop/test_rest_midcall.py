@@ -48,6 +48,7 @@ from azure.communication.callautomation import (
     FileSource,
     PhoneNumberIdentifier,
     TextSource,
+    UnknownIdentifier,
 )
 from azure.core.exceptions import HttpResponseError
 
@@ -434,29 +435,48 @@ def test_add_participant_invitation_timeout(
 # 3. redirect_call
 
 
-def test_redirect_inbound_call_answers_302_naming_the_target(
+def test_redirect_to_a_sip_uri_answers_302_naming_it(
     make_midcall: Callable[..., App], receiver: EventReceiver, sipp_server: SippServerFactory
 ) -> None:
     carrier_port = free_port()
-    callee_port = free_port()
-    app = make_midcall(receiver, carrier_port=carrier_port, callee_port=callee_port)
+    app = make_midcall(receiver, carrier_port=carrier_port)
     carrier = start_carrier(sipp_server, app.gateway, "uac_expect_302", carrier_port,
                             variables={"target": REDIRECT_TARGET}, timeout_s=30)
     incoming = receiver.incoming(timeout=10)
-    app.client.redirect_call(incoming["incomingCallContext"],
-                             PhoneNumberIdentifier(REDIRECT_TARGET))
+    target = f"sip:{REDIRECT_TARGET}@192.0.2.10:5060"
+    app.client.redirect_call(incoming["incomingCallContext"], UnknownIdentifier(target))
     assert sipp_exit(carrier) == 0, sipp_failure(carrier)  # a 302 naming the target, ACKed
     (moved,) = {header(m, "CSeq"): m for m in received_responses(carrier, 302)}.values()
-    contact = header(moved, "Contact")
-    uri = re.search(r"sips?:([^@;>\s]+)@([^;>\s]+)", contact)
-    assert uri and uri.group(1) == REDIRECT_TARGET, moved
-    # toward the trunk the dial plan routes the target to
-    assert uri.group(2) == f"127.0.0.1:{callee_port}", moved
+    assert target in header(moved, "Contact"), moved
     # redirect has no events, and the context is spent
     with pytest.raises(HttpResponseError) as spent:
         app.client.answer_call(incoming["incomingCallContext"], app.callback)
     assert 400 <= (spent.value.status_code or 0) < 500, spent.value
     time.sleep(0.5)
+    assert [a for a in receiver.arrivals() if a.schema == "cloud"] == [], receiver.describe()
+
+
+def test_redirect_to_a_phone_number_bridges_the_caller_to_it(
+    make_midcall: Callable[..., App], receiver: EventReceiver, sipp_server: SippServerFactory,
+    interop_dir: Path,
+) -> None:
+    """A phone number: the gateway places the held call to it through the dial plan (the
+    caller is answered when the target answers) and the app is out of the call."""
+    target = sipp_server("uas_bye", extra_args=["-trace_msg"])
+    carrier_port = free_port()
+    app = make_midcall(receiver, carrier_port=carrier_port, callee_port=target.port)
+    carrier = start_carrier(sipp_server, app.gateway, "uac_app_wait", carrier_port,
+                            keys={"tone": str(tone_capture(interop_dir))})
+    incoming = receiver.incoming(timeout=10)
+    app.client.redirect_call(incoming["incomingCallContext"],
+                             PhoneNumberIdentifier(REDIRECT_TARGET))
+    assert target.wait_counts(1, 15.0) == (1, 0), sipp_failure(target)  # answered, hung up
+    invites = received_requests(target, "INVITE")
+    assert invites and REDIRECT_TARGET in invites[0].split("\n", 1)[0], invites
+    assert sipp_exit(carrier) == 0, sipp_failure(carrier)  # 200, then the target's BYE
+    with pytest.raises(HttpResponseError) as spent:
+        app.client.answer_call(incoming["incomingCallContext"], app.callback)
+    assert 400 <= (spent.value.status_code or 0) < 500, spent.value
     assert [a for a in receiver.arrivals() if a.schema == "cloud"] == [], receiver.describe()
 
 
