@@ -708,6 +708,18 @@ class AppCalls:
         self.calls[call.id] = call
         self.by_server_id[call.server_call_id] = call
 
+    def status(self) -> dict[str, object]:
+        """Live figures for trunks.json (`acs-gateway trunks`): app calls and event delivery."""
+        out: dict[str, object] = {
+            "app_calls": len(self.calls),
+            "app_incoming": len(self.inbound.incoming),
+            "app_dialogs": len(self.dialogs),
+        }
+        stats = getattr(self.events, "stats", None)
+        if stats is not None:
+            out.update({f"events_{k}": v for k, v in stats().items()})
+        return out
+
     def find(self, call_id: str) -> AppCall:
         call = self.calls.get(call_id)
         if call is None:

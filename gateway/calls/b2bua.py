@@ -1334,6 +1334,8 @@ class B2BUA:
             "handler_errors": counters.handler_errors,
             "rss_bytes": _rss_bytes(),
         }
+        if self.apps is not None:
+            live.update(self.apps.status())
         manager = self.media.manager
         now = self.stack.reactor.seconds()
         if manager is not None:

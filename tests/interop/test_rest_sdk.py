@@ -81,6 +81,7 @@ from .harness import SCENARIO_DIR, GatewayProcess, SippServer, TrunkSpec, free_p
 from .pcaptone import read_rtp_pcap, sipp_dtmf_pcap, write_tone_pcap
 from .rtppeer import ulaw_decode
 from .test_media_dtmf import RawUas, SipRequest, answer_sdp, free_media_range, wait_for
+from .test_media_relay import wait_status
 
 INBOUND = "+15550001234"  # an app number: [[inbound]] action = "app"
 CALLER = "+15550001111"  # the SIPp scenarios' caller
@@ -743,6 +744,13 @@ def test_outbound_create_add_remove_hang_up(
     assert ops == ["create", "participants:add", "participants:remove", "terminate"], call
     assert [(leg[1], leg[2], leg[3]) for leg in legs] == [
         ("out", 200, "PCMU"), ("out", 200, "PCMU")], legs
+    # nothing left behind: no app call, dialog or media port; every event delivered
+    live = wait_status(app.gateway, lambda st: st.get("app_calls") == 0
+                       and st.get("app_dialogs") == 0 and st.get("media_streams") == 0
+                       and st.get("events_queued") == 0)
+    assert live["media_ports_free"] == live["media_ports_total"], live
+    assert live["events_dropped"] == 0, live
+    assert live["events_delivered"] == len(receiver.events(cid)), live
 
 
 # --------------------------------------------------------------------------------------------
