@@ -643,6 +643,10 @@ class AppCalls:
             self.events.call_closed(call.id)
         if call.bridge is not None:
             call.bridge.close()
+        # SIP transactions outlive the call (RFC 3261 timers, 32 s) and reference its parties:
+        # let go of the media objects now, so that they do not linger in the collector's view
+        call.bridge = None
+        call.media = None
         if call.trunk_in is not None:
             call.trunk_in.release()
             call.trunk_in = None

@@ -27,7 +27,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from gateway.rest.errors import RestError
 from gateway.rest.hmac import parse_http_date
@@ -42,9 +42,13 @@ _ENTRY_OVERHEAD: Final = 256  # rough bytes per entry besides the stored body an
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A complete HTTP answer as sent: status, headers to repeat, raw body."""
+class Answer(NamedTuple):
+    """A complete HTTP answer as sent: status, headers to repeat, raw body.
+
+    Tuples of numbers, strings and bytes only (here and in ``_Entry``): CPython stops tracking
+    such tuples in its cyclic collector, so the store's tens of thousands of entries (5
+    minutes of requests) add nothing to the full collections' pauses.
+    """
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -64,8 +68,7 @@ class Ticket:
     replay: Answer | None
 
 
-@dataclass(slots=True)
-class _Entry:
+class _Entry(NamedTuple):
     fingerprint: bytes
     expires: float
     answer: Answer | None  # None while the original is still running
@@ -165,8 +168,7 @@ class RepeatStore:
             return
         size = _ENTRY_OVERHEAD + len(answer.body) + sum(len(n) + len(v) for n, v in answer.headers)
         self._bytes += size - entry.size
-        entry.size = size
-        entry.answer = answer
+        self._entries[ticket.request_id] = entry._replace(size=size, answer=answer)
         self._enforce_caps()
 
     def _expire(self, now: float) -> None:
