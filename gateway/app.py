@@ -106,6 +106,7 @@ class Gateway:
         self._status = LoopingCall(self.b2bua.write_status)  # trunks.json for `trunks`
         self._status.clock = reactor
         self._stopping = False
+        self._stopped = False
 
     def start(self) -> None:
         for listen in self.config.sip.listen:
@@ -150,6 +151,10 @@ class Gateway:
         self.reactor.callLater(grace, self._stop)
 
     def _stop(self) -> None:
+        if self._stopped:
+            return  # the drain's timer and the last call's end may both get here
+        self._stopped = True
+        self.b2bua.on_idle = None
         if self.reactor.running:
             counters = self.stack.counters
             b2bua = self.b2bua

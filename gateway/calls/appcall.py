@@ -120,6 +120,8 @@ class AppCalls:
         if self.b2bua.cdr is not None:
             self.b2bua.cdr.call_started(call.id, source or "app", numbers[0], None, now)
         for number, route in routes:
+            if call.ended:  # every target so far failed at once: CreateCallFailed went out
+                break
             self.dial(call, number, route, purpose="target")
         self.b2bua.stack.flush()
         return call
@@ -138,7 +140,8 @@ class AppCalls:
         raise RestError(400, "8523", f"no usable trunk for {number}")
 
     def dial(self, call: AppCall, number: str, route: tuple[str, ...], *, purpose: str,
-             timeout: float | None = None) -> Party:
+             timeout: float | None = None, op_context: str | None = None,
+             op_callback: str | None = None, invitation_id: str | None = None) -> Party:
         """A new outbound party toward ``number``: INVITE on the first usable trunk."""
         b2b = self.b2bua
         call.counter += 1
@@ -147,6 +150,9 @@ class AppCalls:
         party.purpose = purpose
         party.route = route
         party.attempt = -1
+        party.op_context = op_context
+        party.op_callback = op_callback
+        party.invitation_id = invitation_id
         call.parties[name] = party
         if timeout:
             party.timer = b2b.call_later(timeout, self._invitation_timeout, party)
@@ -230,6 +236,8 @@ class AppCalls:
             party.confirmed = True
             self._bye(party)  # answered as our CANCEL crossed it (RFC 3261 section 9.1)
             if party.state == "ringing":
+                if b2b.cdr is not None:
+                    b2b.cdr.leg_ended(call.id, party.cdr_id, b2b.stack.reactor.seconds(), 487)
                 self._dial_failed(party, 487, "Request Terminated")
             return
         party.remote_sdp = resp.body
@@ -248,6 +256,15 @@ class AppCalls:
 
     def on_failure(self, party: Party, txn: ClientTransaction, status: int, reason: str) -> None:
         """A transaction of the party's timed out or could not be sent."""
+        if txn is party.refer_txn:
+            party.refer_txn = None
+            if party.transfer_to is not None:
+                party.transfer_to = None
+                self._transfer_failed(party, status, reason)
+            return
+        if txn is party.hold_txn:
+            self._hold_failed(party, status, reason)
+            return
         if party.invite_txn is txn:
             party.invite_txn = None
             self.dialogs.pop(party.key, None)
@@ -353,20 +370,26 @@ class AppCalls:
     def add(self, call: AppCall, number: str, *, timeout: float | None, op_context: str | None,
             op_callback: str | None) -> Party:
         self.require_connected(call)
-        party = self.dial(call, number, self.route(number), purpose="add", timeout=timeout)
-        party.invitation_id = str(uuid.uuid4())
-        party.op_context = op_context
-        party.op_callback = op_callback
+        party = self.dial(call, number, self.route(number), purpose="add", timeout=timeout,
+                          op_context=op_context, op_callback=op_callback,
+                          invitation_id=str(uuid.uuid4()))
         self.b2bua.stack.flush()
         return party
 
-    def remove(self, call: AppCall, party: Party) -> None:
-        if party.state == "ringing":
+    def remove(self, call: AppCall, party: Party, *, context: str | None = None,
+               callback: str | None = None, event: bool = False) -> None:
+        """Hang up one party: CANCEL while it rings (outbound), else BYE; with ``event``,
+        RemoveParticipantSucceeded (before the call's end, if it is the last party)."""
+        if party.state == "ringing" and party.direction == "out":
             self.cancel(party, "remove")
-            return
-        self._bye(party)
-        self._party_gone(party, 200)
-        self.participants_updated(call)
+        elif party.state != "ended":
+            self._bye(party)  # connected, or answered by us and waiting for its ACK
+            self._party_gone(party, 200)
+        if event:
+            self.emit(call, "RemoveParticipantSucceeded", {"participant": party.identifier()},
+                      context=context, url=callback)
+        if call.phones():
+            self.participants_updated(call)
         self._maybe_end(call)
 
     def hold(self, call: AppCall, party: Party, on: bool) -> None:
@@ -400,8 +423,16 @@ class AppCalls:
                 except BridgeError as exc:
                     log.info("call %s: re-INVITE answer refused: %s", party.app.id, exc.text)
             return
+        self._hold_failed(party, resp.status, resp.reason)
+
+    def _hold_failed(self, party: Party, status: int, reason: str) -> None:
+        """The hold/unhold re-INVITE failed: the party's state goes back, HoldFailed."""
+        party.hold_txn = None
+        party.on_hold = not party.on_hold
         self.emit(party.app, "HoldFailed", {"resultInformation": result_information(
-            resp.status, 560000 + resp.status, resp.reason)})
+            status, 560000 + status if status < 700 else status, reason, sip=(status, reason))})
+        if party.app.phones():
+            self.participants_updated(party.app)
 
     def transfer(self, call: AppCall, number: str, op_context: str | None,
                  op_callback: str | None) -> None:
@@ -513,8 +544,8 @@ class AppCalls:
         for party in list(call.parties.values()):
             if party.state == "ringing" and party.direction == "out":
                 self.cancel(party, "ended")
-            elif party.state == "connected":
-                self._bye(party)
+            elif party.state != "ended" and party.confirmed:
+                self._bye(party)  # connected, or answered and waiting for its ACK
                 self._party_gone(party, 200)
         self.b2bua.stack.flush()
         self._maybe_end(call)
@@ -533,9 +564,12 @@ class AppCalls:
             return
         party.remote_cseq = req.cseq.seq
         method = req.method
+        if party.state == "ended":
+            b2b._respond(txn, 481, to_tag=party.local_tag)
+            return
         if method == "BYE":
             b2b._respond(txn, 200, to_tag=party.local_tag)
-            if party.state == "connected":
+            if party.state != "ended":
                 if call.release_side is None:
                     call.release_side, call.reason = "caller" if party.direction == "in" \
                         else "callee", req.get("reason") or "BYE"
@@ -669,6 +703,10 @@ class AppCalls:
         self.inbound.stop()
         for call in list(self.calls.values()):
             self.terminate(call)
+        for call in list(self.calls.values()):  # parties still ringing: no answer to wait for
+            call.release_side = call.release_side or "gateway"
+            call.reason = "gateway stopping"
+            self._finish(call)
 
     # ------------------------------------------------------------------ helpers
     def _new_party(self, call: AppCall, call_id: str, local_uri: str, remote_uri: str,

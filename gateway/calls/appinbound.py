@@ -118,10 +118,13 @@ class AppInbound:
         call.context = op_context
         self.apps._register(call)
         party.local_sdp = sdp
+        party.confirmed = True  # our 2xx is out: BYE, not CANCEL, ends it from now on
         _, contact = b2b._local(party.target.transport)
-        resp = make_response(entry.txn.request, 200, to_tag=party.local_tag,
-                             headers=[("Contact", contact), ("Allow", ALLOW_HEADER),
-                                      ("Content-Type", "application/sdp")])
+        headers = [("Contact", contact), ("Allow", ALLOW_HEADER),
+                   ("Content-Type", "application/sdp")]
+        # the dialog's route set (RFC 3261 section 12.1.1): proxies stay on the path
+        headers.extend(("Record-Route", rr) for rr in entry.txn.request.get_all("record-route"))
+        resp = make_response(entry.txn.request, 200, to_tag=party.local_tag, headers=headers)
         resp = Response(resp.status, resp.reason, resp.fields, sdp)
         b2b.layer.send_response(entry.txn, resp, b2b.stack.reactor.seconds())
         b2b.stack.flush()

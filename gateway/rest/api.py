@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.rest")
 
 _NUMBER = re.compile(r"^\+[0-9]{1,20}$")
+# a SIP URI as RFC 3261 section 25.1 spells it: ASCII, no spaces, quotes or angle brackets
+_SIP_URI = re.compile(r"^sips?:[A-Za-z0-9\-_.!~*'()&=+$,;?/%:@\[\]]+$")
 _TONES = frozenset(DTMF_TONES)
 _NOT_HERE = "is not available on this gateway"
 
@@ -160,6 +162,8 @@ class CallAutomationApi:
         ident = parse_identifier(b.get("target"), "target")
         if ident.kind == "unknown" and ident.raw_id.startswith(("sip:", "sips:")):
             target = ident.raw_id
+            if len(target) > 256 or not _SIP_URI.match(target):
+                raise RestError(400, "8523", "target: not a SIP URI the gateway can redirect to")
         else:
             target = self._phone(b.get("target"), "target")
         assert context is not None
@@ -217,9 +221,7 @@ class CallAutomationApi:
         party = self._party(call, ident.raw_id, any_state=True)
         context = _str(b, "operationContext")
         callback = self._callback(b, "operationCallbackUri")
-        self.apps.remove(call, party)
-        self.apps.emit(call, "RemoveParticipantSucceeded", {"participant": party.identifier()},
-                       context=context, url=callback)
+        self.apps.remove(call, party, context=context, callback=callback, event=True)
         return Reply(202, {"operationContext": context} if context is not None else {})
 
     def _mute(self, call: AppCall, b: Mapping[str, object], muted: bool = True) -> Reply:
@@ -245,8 +247,8 @@ class CallAutomationApi:
             if party.invitation_id == invitation:
                 if party.state != "ringing":
                     raise RestError(400, "8585", "the invitation is no longer pending")
-                party.cancel_context = context
-                party.cancel_callback = self._callback(b, "operationCallbackUri")
+                callback = self._callback(b, "operationCallbackUri")
+                party.cancel_context, party.cancel_callback = context, callback
                 self.apps.cancel(party, "app")
                 out: dict[str, object] = {"invitationId": invitation}
                 if context is not None:
@@ -262,11 +264,11 @@ class CallAutomationApi:
               for t in _list(b, "playTo")]
         options = _obj(b, "playOptions") or {}
         loop = bool(options.get("loop", False))
+        context, callback = _str(b, "operationContext"), self._callback(b, "operationCallbackUri")
         media = self._media(call)
         if b.get("interruptCallMediaOperation") is True:
             media.interrupt()
-        media.play(sources, to or None, loop, _str(b, "operationContext"),
-                   self._callback(b, "operationCallbackUri"))
+        media.play(sources, to or None, loop, context, callback)
         return Reply(202, None)
 
     def _recognize(self, call: AppCall, b: Mapping[str, object]) -> Reply:
@@ -287,6 +289,7 @@ class CallAutomationApi:
             prompt = [self._source(b["playPrompt"], "playPrompt")]
         elif "playPrompts" in b:
             prompt = self._sources(b, "playPrompts")
+        context, callback = _str(b, "operationContext"), self._callback(b, "operationCallbackUri")
         media = self._media(call)
         if media.recognize is not None:
             raise RestError(409, "8519", "a recognize operation is already running")
@@ -296,8 +299,7 @@ class CallAutomationApi:
                               inter_tone=float(inter), initial_silence=float(silence),
                               prompt=prompt,
                               interrupt_prompt=bool(options.get("interruptPrompt", False)),
-                              context=_str(b, "operationContext"),
-                              callback=self._callback(b, "operationCallbackUri"))
+                              context=context, callback=callback)
         return Reply(202, None)
 
     def _cancel_media(self, call: AppCall, b: Mapping[str, object]) -> Reply:
@@ -333,17 +335,20 @@ class CallAutomationApi:
     def _hold(self, call: AppCall, b: Mapping[str, object], on: bool = True) -> Reply:
         party = self._party(call, parse_identifier(b.get("targetParticipant"),
                                                    "targetParticipant").raw_id)
+        raw = b.get("playSourceInfo") if on else None
+        music = self._source(raw, "playSourceInfo") if raw is not None else None
+        context = _str(b, "operationContext")
         if party.on_hold == on:
             return Reply(200, None)
-        music = b.get("playSourceInfo") if on else None
         self.apps.hold(call, party, on)
+        media = self._media(call)
         if music is not None:
-            self._media(call).play([self._source(music, "playSourceInfo")], [party], True,
-                                   _str(b, "operationContext"), None)
+            media.play([music], [party], True, context, None)
+        elif not on:
+            media.stop_music(party)
         return Reply(200, None)
 
     def _unhold(self, call: AppCall, b: Mapping[str, object]) -> Reply:
-        self._media(call).interrupt()
         return self._hold(call, b, on=False)
 
     # ------------------------------------------------------------------ recordings
@@ -365,7 +370,7 @@ class CallAutomationApi:
         fmt = _str(b, "recordingFormatType") or "wav"
         if channel not in ("mixed", "unmixed") or fmt != "wav":
             raise RestError(400, "8523", "recordings are WAV, mixed or unmixed")
-        if any(r.call is call and r.state == "active" for r in self.recordings.values()):
+        if any(r.call is call and r.state != "stopped" for r in self.recordings.values()):
             raise RestError(400, "8553", "the call is already being recorded")
         rid = uuid.uuid4().hex
         self.recordings_dir.mkdir(parents=True, exist_ok=True)

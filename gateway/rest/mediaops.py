@@ -93,8 +93,17 @@ class MediaOps:
         if play.done or bridge is None or self.call.ended:
             return
         pcm = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-        play.bridge_id = bridge.play(pcm, to=play.to, loop=loop,
-                                     done=lambda finished: self._played(play, finished))
+        try:
+            play.bridge_id = bridge.play(pcm, to=play.to, loop=loop,
+                                         done=lambda finished: self._played(play, finished))
+        except (KeyError, ValueError) as exc:  # its party left while the source loaded
+            play.done = True
+            self._drop(play)
+            if not play.for_recognize:
+                self._emit("PlayFailed", play.context, play.callback, {
+                    "failedPlaySourceIndex": 0, "resultInformation": result_information(
+                        400, 8523, f"the play's participant left the call ({exc})")})
+            return
         if not play.for_recognize:
             self._emit("PlayStarted", play.context, play.callback)
         if started is not None:
@@ -162,6 +171,12 @@ class MediaOps:
         """interruptCallMediaOperation: what plays now stops (as canceled)."""
         for play in list(self.plays):
             self._stop_play(play)
+
+    def stop_music(self, party: Party) -> None:
+        """unhold: what plays to this party alone (its music on hold) stops."""
+        for play in list(self.plays):
+            if play.to == (party.name,) and not play.for_recognize:
+                self._stop_play(play)
 
     # ------------------------------------------------------------------ recognize
     def start_recognize(self, party: Party, *, max_tones: int, stop_tones: frozenset[str],
@@ -288,9 +303,12 @@ class MediaOps:
             if not quiet:
                 self._emit("RecognizeCanceled", rec.context, rec.callback,
                            {"resultInformation": result_information(*_CANCELED)})
-        if quiet:
-            for play in self.plays:
+        if quiet:  # the app is gone: stop the audio, report nothing
+            bridge = self.call.bridge
+            for play in list(self.plays):
                 play.done = True
+                if play.bridge_id is not None and bridge is not None:
+                    bridge.cancel_play(play.bridge_id)
             self.plays.clear()
         else:
             self.interrupt()

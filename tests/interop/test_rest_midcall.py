@@ -138,6 +138,7 @@ def make_midcall(
         ring_port: int | None = None,
         other_port: int | None = None,
         rest: dict[str, Any] | None = None,
+        sip: dict[str, Any] | None = None,
     ) -> App:
         index = len(apps)
         media_dir = interop_dir / f"media-{index}"
@@ -159,7 +160,8 @@ def make_midcall(
                 TrunkSpec("other", other_port or free_port(), inbound_from=()),
             ],
             dialplan=DIALPLAN,
-            extra_config={"rest": rest_config, "media": {"port_range": free_media_range()}},
+            extra_config={"rest": rest_config, "media": {"port_range": free_media_range()},
+                          **({"sip": sip} if sip else {})},
         )
         receiver.context = lambda: f"--- gateway log tail ---\n{gateway.log_tail(4000)}"
         wait_rest_listening(gateway)
@@ -864,3 +866,39 @@ def test_app_hang_up_leaves_two_parties_joined_until_one_hangs_up(
         assert receiver.types(cid).count("CallDisconnected") == 1, receiver.types(cid)
     finally:
         other.close()
+
+
+def test_answered_call_whose_ack_never_comes_is_hung_up(
+    make_midcall: Callable[..., App], receiver: EventReceiver,
+    raw_caller_factory: Callable[[App], RawCaller],
+) -> None:
+    """The app answers, the caller never ACKs the 200: when the gateway stops retransmitting
+    it (Timer H, 64 x T1; T1 = 50 ms here) the party is hung up with BYE, the call ends with
+    CallDisconnected and nothing is left behind."""
+    app = make_midcall(receiver, sip={"t1": 0.05})
+    caller = raw_caller_factory(app)
+    uac = caller.caller.uac
+    body = caller.offer().encode()
+    call_id = caller.caller.call_id
+    invite = uac.request("INVITE", INBOUND, call_id, "z9hG4bK" + uuid.uuid4().hex, 1)
+    invite = invite.replace(b"Content-Length: 0\r\n\r\n",
+                            b"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n"
+                            % len(body) + body)
+    uac.send(invite)
+    incoming = receiver.incoming(timeout=10)
+    cid = app.client.answer_call(incoming["incomingCallContext"],
+                                 app.callback).call_connection_id
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 15
+    uac.sock.settimeout(0.2)
+    while time.monotonic() < deadline and not any(d.startswith(b"BYE ") for d in seen):
+        try:
+            data, _ = uac.sock.recvfrom(65536)
+        except TimeoutError:
+            continue
+        seen.append(data)
+    oks = [d for d in seen if d.startswith(b"SIP/2.0 200") and b"INVITE" in d]
+    assert len(oks) >= 2, seen  # the 200 was retransmitted while no ACK came
+    assert any(d.startswith(b"BYE ") for d in seen), seen  # then the party was hung up
+    receiver.wait_for("CallDisconnected", call_connection_id=cid, timeout=5)
+    assert not [e for e in receiver.events(cid) if type_matches(e["type"], "CallConnected")]
