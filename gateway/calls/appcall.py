@@ -223,6 +223,9 @@ class AppCalls:
             return
         if retransmission:
             return
+        if party.confirmed and party.remote_tag and resp.to_tag != party.remote_tag:
+            self._drop_fork(party, txn, resp)
+            return
         party.remote_tag = resp.to_tag
         contacts = resp.contacts
         if contacts:
@@ -252,6 +255,26 @@ class AppCalls:
             return
         party.confirmed = True
         self._connected(party)
+        b2b.stack.flush()
+
+    def _drop_fork(self, party: Party, txn: ClientTransaction, resp: Response) -> None:
+        """A second 2xx from another fork of an INVITE already answered: its dialog is
+        ACKed and ended with BYE (RFC 3261 section 13.2.2.4); the party keeps its own."""
+        b2b = self.b2bua
+        fork = Dialog(party.name, party.call_id, party.local_uri, party.remote_uri,
+                      party.target, party.trunk)
+        fork.local_tag = party.local_tag
+        fork.remote_tag = resp.to_tag
+        contacts = resp.contacts
+        fork.remote_target = str(contacts[0].uri) if contacts else party.remote_target
+        fork.route_set = list(reversed(resp.get_all("record-route")))
+        fork.local_cseq = txn.request.cseq.seq
+        b2b.layer.send_ack_2xx(txn, b2b._in_dialog_request(fork, "ACK",
+                                                           cseq=txn.request.cseq.seq))
+        bye = b2b._in_dialog_request(fork, "BYE")
+        b2b.layer.send_request(bye, fork.target, b2b.stack.reactor.seconds())
+        log.info("call %s: %s answered by a second fork (tag %s): ACK and BYE", party.app.id,
+                 party.name, resp.to_tag)
         b2b.stack.flush()
 
     def on_failure(self, party: Party, txn: ClientTransaction, status: int, reason: str) -> None:

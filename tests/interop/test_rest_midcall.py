@@ -902,3 +902,80 @@ def test_answered_call_whose_ack_never_comes_is_hung_up(
     assert any(d.startswith(b"BYE ") for d in seen), seen  # then the party was hung up
     receiver.wait_for("CallDisconnected", call_connection_id=cid, timeout=5)
     assert not [e for e in receiver.events(cid) if type_matches(e["type"], "CallConnected")]
+
+
+class ForkingCallee:
+    """A UDP callee that answers each INVITE twice, as two forks would: 200 with To tag
+    forkA, then 200 with To tag forkB; it answers BYE with 200 and records every request."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (TimeoutError, OSError):
+                continue
+            text = data.decode("utf-8", "replace")
+            if text.startswith("SIP/2.0"):
+                continue
+            self.requests.append(text)
+            head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+            keep = [h for h in head[1:] if h.split(":", 1)[0].lower()
+                    in ("via", "from", "to", "call-id", "cseq")]
+            if text.startswith("INVITE "):
+                body = ("v=0\r\no=fork 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+                        "t=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+                for tag in ("forkA", "forkB"):
+                    lines = ["SIP/2.0 200 OK"] + [
+                        f"{h};tag={tag}" if h.lower().startswith("to:") else h for h in keep]
+                    lines += [f"Contact: <sip:{tag}@127.0.0.1:{self.port}>",
+                              "Content-Type: application/sdp", f"Content-Length: {len(body)}"]
+                    self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), addr)
+            elif text.startswith("BYE "):
+                lines = ["SIP/2.0 200 OK", *keep, "Content-Length: 0"]
+                self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), addr)
+
+    def got(self, method: str, tag: str) -> list[str]:
+        out = []
+        for text in list(self.requests):
+            to = re.search(r"(?im)^to\s*:(.*)$", text)
+            if text.startswith(method + " ") and to and f"tag={tag}" in to.group(1):
+                out.append(text)
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def test_a_second_fork_answering_is_acked_and_hung_up(
+    make_midcall: Callable[..., App], receiver: EventReceiver
+) -> None:
+    """create_call answered by two forks: the first 2xx is the call; the second fork's dialog
+    is ACKed and ended with BYE (RFC 3261 section 13.2.2.4), the call goes on with the first."""
+    callee = ForkingCallee()
+    try:
+        app = make_midcall(receiver, callee_port=callee.port)
+        cid = app.client.create_call(PhoneNumberIdentifier(CALLEE), app.callback,
+                                     operation_context="fork").call_connection_id
+        receiver.wait_for("CallConnected", call_connection_id=cid, timeout=5)
+        until(lambda: callee.got("BYE", "forkB"), 5, lambda: "\n".join(callee.requests))
+        assert callee.got("ACK", "forkA") and callee.got("ACK", "forkB"), callee.requests
+        assert not callee.got("BYE", "forkA"), callee.requests
+        conn = app.connection(cid)
+        assert conn.get_call_properties().call_connection_state == "connected"
+        conn.hang_up(is_for_everyone=True)
+        until(lambda: callee.got("BYE", "forkA"), 5, lambda: "\n".join(callee.requests))
+        assert_ends_with_disconnected(receiver, cid)
+    finally:
+        callee.close()
