@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from gateway.calls.auth import TrunkAuth
-from gateway.calls.media import CallMedia, MediaRefused, side_of
+from gateway.calls.media import CallMedia, MediaRefused
 from gateway.calls.registration import Registrations
+from gateway.calls.relay import DialogRelay
 from gateway.calls.reliable import Reliable, ReliableProvisionals
 from gateway.calls.sessiontimer import (
     SessionTimer,
@@ -316,6 +317,7 @@ class B2BUA:
         self.probes = TrunkProbes(self)
         self.provisionals = ReliableProvisionals(self)
         self.media = CallMedia(self, media)
+        self.relay = DialogRelay(self)
         # the carrier calls a registered trunk at sip:USERNAME@gateway: the number is in To
         self.registered_users = frozenset(
             t.username for t in config.trunks if t.register and t.username
@@ -335,7 +337,7 @@ class B2BUA:
         elif isinstance(event, RequestReceived):
             self._on_request(event.txn)
         elif isinstance(event, AckReceived):
-            self._on_ack(event.request, event.txn)
+            self.relay.on_ack(event.request, event.txn)
         elif isinstance(event, TransactionTimeout):
             if isinstance(event.txn, ClientTransaction):
                 self._on_client_failure(event.txn, 408, "Request Timeout")
@@ -393,7 +395,7 @@ class B2BUA:
             return
         to_tag = req.to_tag
         if to_tag is not None:
-            self._in_dialog(txn, to_tag)
+            self.relay.in_dialog(txn, to_tag)
             return
         method = req.method
         if method == "INVITE":
@@ -765,7 +767,7 @@ class B2BUA:
         if owner.purpose == "invite":
             self._on_invite_response(owner, txn, resp, retransmission)
         elif owner.purpose == "relay":
-            self._relay_response(owner, txn, resp)
+            self.relay.relay_response(owner, txn, resp)
         elif owner.purpose == "bye":
             if resp.status >= 200 and owner.call is not None:
                 self._end(owner.call, "bye")
@@ -1045,168 +1047,6 @@ class B2BUA:
         self._released(call, 487, "caller", txn.request.get("reason") or "CANCEL")
         self._respond(invite_txn, 487, to_tag=call.a.local_tag)
         self._cancel_b(call)
-
-    def _in_dialog(self, txn: ServerTransaction, to_tag: str) -> None:
-        req = txn.request
-        leg = self.dialogs.get((req.call_id, to_tag))
-        if leg is None and self.apps is not None:
-            party = self.apps.dialogs.get((req.call_id, to_tag))
-            if party is not None:
-                self.apps.in_dialog(txn, party)
-                return
-        if leg is None:
-            self._respond(txn, 481, to_tag=None)
-            return
-        call = leg.call
-        cseq = req.cseq.seq
-        if cseq <= leg.remote_cseq and req.method != "ACK":
-            self._respond(txn, 500, "CSeq out of order", to_tag=to_tag)
-            return
-        leg.remote_cseq = cseq
-        other = call.b if leg is call.a else call.a
-        if req.method == "BYE":
-            self._respond(txn, 200, to_tag=to_tag)
-            self._released(call, 200, "caller" if leg is call.a else "callee",
-                           req.get("reason") or "BYE")
-            if other is not None and other.confirmed and not call.ended:
-                self._bye(other)
-                self._detach(call)
-            elif other is not None and not call.a_answered:
-                self._fail(call, 480, "Callee Hung Up")
-            else:
-                self._end(call, "bye")
-            return
-        if req.method == "PRACK":
-            self.provisionals.on_prack(txn, call, leg)
-            return
-        early = req.method in ("UPDATE", "INFO") and other is not None and bool(other.remote_tag)
-        if other is None or not (other.confirmed or early) or call.ended:
-            self._respond(txn, 481, to_tag=to_tag)
-            return
-        if req.method == "REFER":
-            self.transfers.on_refer(txn, leg, other)
-            return
-        if leg.session is not None and req.method in ("INVITE", "UPDATE"):
-            self.sessions.arm(leg)  # any re-INVITE or UPDATE from the peer refreshes
-            if self.sessions.answer_refresh(txn, leg):
-                return
-        if req.method == "INVITE":
-            if leg.invite_out is not None:
-                # glare: our own re-INVITE toward this peer is pending (RFC 3261 14.1)
-                self._respond(txn, 491, to_tag=to_tag)
-                return
-            if leg.invite_in is not None or other.invite_out is not None:
-                # a second INVITE before the first got its final answer (RFC 3261 14.2)
-                retry = str(int(random_hex(1), 16) % 11)  # random 0-10 s, RFC 3261 14.2
-                self._respond(txn, 500, to_tag=to_tag, headers=(("Retry-After", retry),))
-                return
-        self._relay_request(txn, leg, other)
-
-    def _on_ack(self, request: Request, txn: ServerTransaction | None) -> None:
-        """An ACK for a 2xx we sent; with a late offer it carries the answer to pass on."""
-        if txn is None:
-            return
-        owner = txn.owner
-        party = self._app_party(owner)
-        if party is not None and self.apps is not None:
-            self.apps.on_ack(party)
-            return
-        deferred: Deferred | None = None
-        if isinstance(owner, Call):
-            deferred, owner.deferred_ack = owner.deferred_ack, None
-        elif isinstance(owner, Deferred):
-            deferred, txn.owner = owner, None
-        if deferred is None:
-            return
-        extra: list[HeaderField] = []
-        ctype = request.get("content-type")
-        body = request.body
-        call = deferred.leg.call
-        origin = call.a if deferred.leg is call.b else call.b
-        refused: MediaRefused | None = None
-        if body and origin is not None:
-            try:
-                body = self.media.answer(call, side_of(call, origin), body)
-            except MediaRefused as exc:
-                refused, body = exc, b""
-        if body and ctype is not None:
-            extra.append(("content-type", ctype, None))
-        ack = self._in_dialog_request(
-            deferred.leg, "ACK", cseq=deferred.txn.request.cseq.seq, extra=extra, body=body,
-        )
-        if body:
-            deferred.leg.local_sdp = body
-            if origin is not None:
-                origin.remote_sdp = request.body
-        self.layer.send_ack_2xx(deferred.txn, ack)
-        if refused is not None and not call.ended:
-            log.info("call %s: the answer in the ACK was refused: %s", call.id, refused.text)
-            self._released(call, refused.status, "gateway", refused.text)
-            self._bye(call.a)
-            if call.b is not None:
-                self._bye(call.b)
-            self._detach(call)
-
-    def _relay_request(self, txn: ServerTransaction, leg: Leg, other: Leg) -> None:
-        req = txn.request
-        extra = [f for f in req.fields if f[0] not in OWNED]
-        body = req.body
-        sdp = bool(body) and req.content_type == "application/sdp"
-        if sdp:
-            try:
-                body = self.media.offer(leg.call, side_of(leg.call, leg), body, to_leg=other)
-            except MediaRefused as exc:
-                self._respond(txn, exc.status, None, (self.media.warning(exc.text),),
-                              to_tag=req.to_tag)
-                return
-        out = self._in_dialog_request(other, req.method, extra=extra, body=body)
-        client = self.layer.send_request(out, other.target, self.stack.reactor.seconds())
-        client.owner = Pending("relay", leg.call, other, txn)
-        if sdp:
-            leg.remote_sdp = req.body
-            other.local_sdp = body
-        if req.method == "INVITE":
-            leg.invite_in = txn
-            other.invite_out = client
-
-    def _relay_response(self, owner: Pending, txn: ClientTransaction, resp: Response) -> None:
-        srv = owner.server_txn
-        if srv is None or resp.status == 100:
-            return
-        call = owner.call
-        if txn.is_invite and resp.status >= 200 and owner.leg is not None and call is not None:
-            owner.leg.invite_out = None
-            origin = call.a if owner.leg is call.b else call.b
-            if origin is not None:
-                origin.invite_in = None
-        if txn.is_invite and 200 <= resp.status < 300 and owner.leg is not None:
-            if not txn.request.body and resp.body:
-                srv.owner = Deferred(txn, owner.leg)  # late offer: ACK waits for the answer
-            else:
-                ack = self._in_dialog_request(owner.leg, "ACK", cseq=txn.request.cseq.seq)
-                self.layer.send_ack_2xx(txn, ack)
-        body = resp.body
-        if 200 <= resp.status < 300 and body and owner.leg is not None and call is not None:
-            owner.leg.remote_sdp = body
-            origin = call.a if owner.leg is call.b else call.b
-            if origin is not None and resp.content_type == "application/sdp":
-                side = side_of(call, owner.leg)
-                try:
-                    if txn.is_invite and not txn.request.body:
-                        body = self.media.offer(call, side, body, to_leg=origin)
-                    else:
-                        body = self.media.answer(call, side, body, to_leg=origin)
-                except MediaRefused as exc:
-                    log.info("call %s: %s's SDP refused: %s", call.id, side, exc.text)
-                    body = self.media.current(call, side_of(call, origin), body)
-                origin.local_sdp = body
-        out = make_response(srv.request, resp.status, resp.reason, to_tag=srv.request.to_tag)
-        extra = [f for f in resp.fields if f[0] not in OWNED or f[0] in ("require", "supported")]
-        if txn.is_invite and resp.status < 300 and owner.call is not None:
-            _, contact = self._local(srv.source.transport)
-            extra.append(("contact", contact, None))
-        out = Response(out.status, out.reason, [*out.fields, *extra], body)
-        self.layer.send_response(srv, out, self.stack.reactor.seconds())
 
     def _in_dialog_request(
         self,
