@@ -12,7 +12,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from gateway.calls.appmodel import AppCall, Incoming, Party
-from gateway.calls.b2bua import ALLOW_HEADER
+from gateway.calls.b2bua import ALLOW_HEADER, uas_names
 from gateway.calls.sessiontimer import cancel_timer, has_option
 from gateway.config import Trunk
 from gateway.media.bridge import BridgeError
@@ -20,7 +20,6 @@ from gateway.rest.errors import RestError
 from gateway.rest.events import phone_identifier
 from gateway.sip.message import Response, make_response, reason_phrase
 from gateway.sip.transaction import ServerTransaction
-from gateway.sip.uri import NameAddr
 
 if TYPE_CHECKING:
     from gateway.calls.appcall import AppCalls
@@ -50,17 +49,9 @@ class AppInbound:
         call = AppCall(self.apps, number)
         call.trunk_in = trunk_in
         call.state = "connecting"
-        remote = NameAddr.build(from_addr.uri, display=from_addr.display,
-                                params=tuple(p for p in from_addr.params if p[0].lower() != "tag"))
-        party = self.apps._new_party(call, req.call_id, str(NameAddr.build(req.to.uri,
-                                display=req.to.display)), str(remote), txn.source, trunk.name,
-                                _e164(caller), "in")
-        party.remote_tag = from_addr.tag
-        party.remote_cseq = req.cseq.seq
-        contacts = req.contacts
-        party.remote_target = str(contacts[0].uri) if contacts else req.uri_text
-        party.route_set = req.get_all("record-route")
-        party.remote_sdp = req.body
+        party = self.apps._new_party(call, req.call_id, *uas_names(req), txn.source,
+                                     trunk.name, _e164(caller), "in")
+        party.take_invite(req)
         party.refer = has_option(req.values("allow"), "refer")
         party.invite_txn = txn
         txn.owner = party

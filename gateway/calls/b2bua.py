@@ -167,6 +167,25 @@ class Dialog:
     def key(self) -> tuple[str, str]:
         return (self.call_id, self.local_tag)
 
+    def take_invite(self, req: Request) -> None:
+        """The UAS side of a dialog an INVITE creates: the peer's tag, CSeq, target, route
+        set and offer (RFC 3261 section 12.1.1)."""
+        self.remote_tag = req.from_.tag
+        self.remote_cseq = req.cseq.seq
+        contacts = req.contacts
+        self.remote_target = str(contacts[0].uri) if contacts else req.uri_text
+        self.route_set = req.get_all("record-route")
+        self.remote_sdp = req.body
+
+
+def uas_names(req: Request) -> tuple[str, str]:
+    """(local, remote) From/To values of the dialog an INVITE creates, as the gateway's UAS
+    side sees them: each party without its tag (tags are kept apart, per dialog)."""
+    caller = req.from_
+    remote = NameAddr.build(caller.uri, display=caller.display,
+                            params=tuple(p for p in caller.params if p[0].lower() != "tag"))
+    return str(NameAddr.build(req.to.uri, display=req.to.display)), str(remote)
+
 
 class Leg(Dialog):
     """One SIP dialog of a relayed (two-leg) call."""
@@ -503,27 +522,8 @@ class B2BUA:
             self._reject(txn, exc.status, (self.media.warning(exc.text),), trunk.name)
             return
         from_addr = req.from_
-        # the leg's own view of both parties, without tags (they are kept apart, per leg)
-        remote = NameAddr.build(
-            from_addr.uri,
-            display=from_addr.display,
-            params=tuple(p for p in from_addr.params if p[0].lower() != "tag"),
-        )
-        a = Leg(
-            call,
-            "a",
-            req.call_id,
-            str(NameAddr.build(req.to.uri, display=req.to.display)),
-            str(remote),
-            source,
-            trunk.name,
-        )
-        a.remote_tag = from_addr.tag
-        a.remote_cseq = req.cseq.seq
-        contacts = req.contacts
-        a.remote_target = str(contacts[0].uri) if contacts else req.uri_text
-        a.route_set = req.get_all("record-route")
-        a.remote_sdp = req.body
+        a = Leg(call, "a", req.call_id, *uas_names(req), source, trunk.name)
+        a.take_invite(req)
         a.peer_update = has_option(req.values("allow"), "update")
         if has_option(req.values("supported") + req.values("require"), "100rel"):
             call.reliable = Reliable(int(random_hex(3), 16) % 1000000 + 1)

@@ -41,11 +41,9 @@ import numpy.typing as npt
 from gateway.media import negotiate as neg
 from gateway.media.mixer import TICK, LegMedia, Mix, Mixer, Pcm, Recording
 from gateway.media.ports import PortsExhausted
-from gateway.media.quality import mos
 from gateway.media.sdp import SdpError
-from gateway.media.session import Policy, Side, _narrow
-from gateway.media.srtp import SrtpContext, SrtpError
-from gateway.media.stream import KIND_AUDIO, KIND_CN, KIND_EVENT, LegStream
+from gateway.media.session import Policy, Side, _narrow, configure_stream, stream_quality
+from gateway.media.stream import LegStream
 from gateway.sip.ids import random_hex
 
 if TYPE_CHECKING:
@@ -265,7 +263,7 @@ class Bridge:
         mine = self._legs.pop(leg, None)
         if mine is None:
             return {}
-        figures = _quality(mine)
+        figures = stream_quality(mine.stream, mine.side)
         self.mixer.discard(leg)
         self.manager.close_stream(mine.stream)
         for done in mine.media.drop_dtmf():
@@ -498,65 +496,10 @@ class Bridge:
     def _configure(self, leg: _Leg, peer: neg.PeerMedia,
                    srtp: tuple[str, bytes, bytes] | None) -> None:
         """Point ``leg``'s stream at what the peer's SDP says (as MediaSession does)."""
-        side, stream = leg.side, leg.stream
-        stream.relearn()
-        if peer.address is not None:
-            stream.remote = (peer.address, peer.port)
-            stream.remote_rtcp = (peer.rtcp_address or peer.address, peer.rtcp_port)
-        else:
-            stream.remote = None
-        stream.rtcp_mux = peer.rtcp_mux
-        stream.sends = peer.sends
-        stream.receives = peer.receives
-        kinds = bytearray(128)
-        if peer.comfort_noise is not None:
-            kinds[peer.comfort_noise] = KIND_CN
-        for event in (side.event, side.recv_event):
-            if event is not None:
-                kinds[event.pt] = KIND_EVENT
-        for codec in (side.codec, side.recv_codec):
-            if codec is not None:
-                kinds[codec.pt] = KIND_AUDIO
-                stream.clock = codec.clock
-                stream.codec_name = codec.name
-        stream.pt_kind = kinds
-        if srtp != side.srtp:
-            try:
-                out = in_ = None
-                if srtp is not None:
-                    out = SrtpContext(srtp[0], srtp[1], inbound=False)
-                    in_ = SrtpContext(srtp[0], srtp[2], inbound=True)
-            except SrtpError as exc:
-                raise SdpError(f"unusable SRTP key: {exc}") from None
-            side.srtp, stream.srtp_out, stream.srtp_in = srtp, out, in_
+        side = leg.side
+        configure_stream(leg.stream, side, peer, srtp, self.manager.now())
         assert side.codec is not None
         leg.media.use(side.codec, side.recv_event or side.event, self.manager.config)
-        stream.last_rx = self.manager.now()
         leg.timed_out = False
 
 
-def _quality(leg: _Leg) -> dict[str, object]:
-    """The leg's media figures, the keys and meaning of MediaSession.quality."""
-    stream, side = leg.stream, leg.side
-    stats = stream.stats
-    heard = stream.ssrc >= 0
-    expected = stats.expected if heard else 0
-    lost = max(stats.lost, 0) if heard else 0
-    loss_pct = 100.0 * lost / expected if expected > 0 else 0.0
-    rtt = stream.rtt
-    delay_ms = (rtt or 0.0) * 500.0 + 20.0 + 2.0 * stats.jitter_ms
-    codec = side.codec.name if side.codec else None
-    counters = stream.counters
-    return {
-        "codec": codec,
-        "packets_in": counters.packets_in,
-        "packets_out": counters.packets_out,
-        "bytes_in": counters.bytes_in,
-        "bytes_out": counters.bytes_out,
-        "lost": lost,
-        "jitter_ms": round(stats.jitter_ms, 3) if heard else 0.0,
-        "rtt_ms": round(rtt * 1000.0, 3) if rtt is not None else None,
-        "mos": round(mos(delay_ms, loss_pct, codec or "PCMU"), 2)
-        if counters.packets_in else None,
-        "srtp": side.srtp[0] if side.srtp else None,
-    }

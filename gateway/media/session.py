@@ -335,43 +335,8 @@ class MediaSession:
     def _configure(
         self, side: str, peer: neg.PeerMedia, srtp: tuple[str, bytes, bytes] | None
     ) -> None:
-        mine = self.sides[side]
-        stream = self._ensure_stream(side)
-        stream.relearn()
-        if peer.address is not None:
-            stream.remote = (peer.address, peer.port)
-            stream.remote_rtcp = (peer.rtcp_address or peer.address, peer.rtcp_port)
-        else:
-            stream.remote = None
-        stream.rtcp_mux = peer.rtcp_mux
-        stream.sends = peer.sends
-        stream.receives = peer.receives
-        kinds = bytearray(128)
-        if peer.comfort_noise is not None:
-            kinds[peer.comfort_noise] = KIND_CN
-        # what the peer sends with: the numbers the gateway listed, and (leniently) the
-        # peer's own numbers for the same codec where they do not clash
-        for event in (mine.event, mine.recv_event):
-            if event is not None:
-                kinds[event.pt] = KIND_EVENT
-        for codec in (mine.codec, mine.recv_codec):
-            if codec is not None:
-                kinds[codec.pt] = KIND_AUDIO
-                stream.clock = codec.clock
-                stream.codec_name = codec.name
-        stream.pt_kind = kinds
-        if srtp != mine.srtp:
-            mine.srtp = srtp
-            if srtp is None:
-                stream.srtp_in = stream.srtp_out = None
-            else:
-                suite, ours, theirs = srtp
-                try:
-                    stream.srtp_out = SrtpContext(suite, ours, inbound=False)
-                    stream.srtp_in = SrtpContext(suite, theirs, inbound=True)
-                except SrtpError as exc:
-                    raise SdpError(f"unusable SRTP key: {exc}") from None
-        stream.last_rx = self.manager.now()
+        configure_stream(self._ensure_stream(side), self.sides[side], peer, srtp,
+                         self.manager.now())
 
     def _join(self) -> None:
         """Connect the legs: relay when both sides use one codec, else transcode."""
@@ -490,32 +455,7 @@ class MediaSession:
         """The leg's media figures for the CDR and the live view: codec, packets and bytes
         each way, loss, jitter, round trip (from the peer's RTCP) and an E-model MOS."""
         mine = self.sides[side]
-        stream = mine.stream
-        if stream is None:
-            return {}
-        stats = stream.stats
-        heard = stream.ssrc >= 0
-        expected = stats.expected if heard else 0
-        lost = max(stats.lost, 0) if heard else 0
-        loss_pct = 100.0 * lost / expected if expected > 0 else 0.0
-        rtt = stream.rtt
-        # one-way delay: half the round trip, plus a 20 ms packet and the jitter buffer
-        delay_ms = (rtt or 0.0) * 500.0 + 20.0 + 2.0 * stats.jitter_ms
-        codec = mine.codec.name if mine.codec else None
-        counters = stream.counters
-        return {
-            "codec": codec,
-            "packets_in": counters.packets_in,
-            "packets_out": counters.packets_out,
-            "bytes_in": counters.bytes_in,
-            "bytes_out": counters.bytes_out,
-            "lost": lost,
-            "jitter_ms": round(stats.jitter_ms, 3) if heard else 0.0,
-            "rtt_ms": round(rtt * 1000.0, 3) if rtt is not None else None,
-            "mos": round(mos(delay_ms, loss_pct, codec or "PCMU"), 2)
-            if counters.packets_in else None,
-            "srtp": mine.srtp[0] if mine.srtp else None,
-        }
+        return stream_quality(mine.stream, mine) if mine.stream is not None else {}
 
     def live(self) -> dict[str, object]:
         """The call's media as the status file shows it."""
@@ -536,3 +476,71 @@ def _narrow(ours: str, far: str | None) -> str:
     return next(name for name, value in _WIDTH.items() if value == bits)
 
 
+def configure_stream(stream: LegStream, mine: Side, peer: neg.PeerMedia,
+                     srtp: tuple[str, bytes, bytes] | None, now: float) -> None:
+    """Point a leg's stream at what the peer's SDP says: where to send RTP/RTCP (re-latching),
+    directions, rtcp-mux, which payload types are audio/events/comfort noise, SRTP contexts
+    (re-keyed only when the keys changed). Shared by MediaSession and the app calls' Bridge."""
+    stream.relearn()
+    if peer.address is not None:
+        stream.remote = (peer.address, peer.port)
+        stream.remote_rtcp = (peer.rtcp_address or peer.address, peer.rtcp_port)
+    else:
+        stream.remote = None
+    stream.rtcp_mux = peer.rtcp_mux
+    stream.sends = peer.sends
+    stream.receives = peer.receives
+    kinds = bytearray(128)
+    if peer.comfort_noise is not None:
+        kinds[peer.comfort_noise] = KIND_CN
+    # what the peer sends with: the numbers the gateway listed, and (leniently) the
+    # peer's own numbers for the same codec where they do not clash
+    for event in (mine.event, mine.recv_event):
+        if event is not None:
+            kinds[event.pt] = KIND_EVENT
+    for codec in (mine.codec, mine.recv_codec):
+        if codec is not None:
+            kinds[codec.pt] = KIND_AUDIO
+            stream.clock = codec.clock
+            stream.codec_name = codec.name
+    stream.pt_kind = kinds
+    if srtp != mine.srtp:
+        mine.srtp = srtp
+        if srtp is None:
+            stream.srtp_in = stream.srtp_out = None
+        else:
+            suite, ours, theirs = srtp
+            try:
+                stream.srtp_out = SrtpContext(suite, ours, inbound=False)
+                stream.srtp_in = SrtpContext(suite, theirs, inbound=True)
+            except SrtpError as exc:
+                raise SdpError(f"unusable SRTP key: {exc}") from None
+    stream.last_rx = now
+
+
+def stream_quality(stream: LegStream, mine: Side) -> dict[str, object]:
+    """A leg's media figures for the CDR and the live view: codec, packets and bytes each
+    way, loss, jitter, round trip (from the peer's RTCP) and an E-model MOS."""
+    stats = stream.stats
+    heard = stream.ssrc >= 0
+    expected = stats.expected if heard else 0
+    lost = max(stats.lost, 0) if heard else 0
+    loss_pct = 100.0 * lost / expected if expected > 0 else 0.0
+    rtt = stream.rtt
+    # one-way delay: half the round trip, plus a 20 ms packet and the jitter buffer
+    delay_ms = (rtt or 0.0) * 500.0 + 20.0 + 2.0 * stats.jitter_ms
+    codec = mine.codec.name if mine.codec else None
+    counters = stream.counters
+    return {
+        "codec": codec,
+        "packets_in": counters.packets_in,
+        "packets_out": counters.packets_out,
+        "bytes_in": counters.bytes_in,
+        "bytes_out": counters.bytes_out,
+        "lost": lost,
+        "jitter_ms": round(stats.jitter_ms, 3) if heard else 0.0,
+        "rtt_ms": round(rtt * 1000.0, 3) if rtt is not None else None,
+        "mos": round(mos(delay_ms, loss_pct, codec or "PCMU"), 2)
+        if counters.packets_in else None,
+        "srtp": mine.srtp[0] if mine.srtp else None,
+    }
