@@ -10,8 +10,8 @@ Invariants:
   speech synthesis fails, 400/8523 for a malformed PlaySource.
 - Accepted WAV: RIFF, PCM (or EXTENSIBLE PCM) 16-bit mono at a rate in `RATES`; every chunk
   length is checked against the bytes present before it is read.
-- Resampling is one windowed-sinc (Kaiser) low-pass evaluated at the output instants: a
-  polyphase filter, exact for the rational ratios 8000/22050 and 8000/44100 too.
+- Resampling is `gateway.media.resample.resample`: one windowed-sinc (Kaiser) low-pass
+  evaluated at the output instants, exact for the rational ratios 8000/22050 and 8000/44100.
 - file:// sources resolve under `media_dir` (symlinks followed, then checked); remote ones
   pass `check_url` (the SSRF guard), http:// only when insecure, redirects re-checked per
   hop, bodies capped at `max_bytes`, the whole fetch bounded by `timeout`.
@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import re
 import struct
 import subprocess
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, NoReturn
 from urllib.parse import unquote, urljoin, urlsplit
@@ -51,6 +50,8 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
+from gateway.media.resample import resample
+
 __all__ = ["RATE", "RATES", "PromptError", "PromptLoader", "decode_wav", "espeak_voice",
            "ssml_text", "synthesize"]  # fmt: skip
 
@@ -67,10 +68,6 @@ MAX_REDIRECTS: Final = 5
 DEFAULT_VOICE: Final = "en-us"
 ESPEAK: Final = "espeak-ng"
 
-_CUTOFF_HZ: Final = 3800.0  # low-pass -6 dB point, below the 4 kHz output Nyquist
-_HALF_SPAN_S: Final = 0.003  # kernel reach each side of an output instant
-_KAISER_BETA: Final = 8.0  # about 80 dB stop band
-_BLOCK: Final = 4096  # output samples computed per matrix product
 _PCM_GUID_TAIL: Final = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _VOICE_ALIASES: Final = {"zh": "cmn", "zh-cn": "cmn", "zh-tw": "cmn", "zh-hk": "yue", "no": "nb"}
@@ -97,7 +94,7 @@ def _download_failed(reason: str) -> PromptError:
 
 
 # ---------------------------------------------------------------------------------------------
-# WAV and resampling
+# WAV
 
 
 def _chunks(data: bytes) -> list[tuple[bytes, int, int]]:
@@ -131,10 +128,9 @@ def decode_wav(data: bytes) -> Pcm:
             samples = np.frombuffer(data, dtype="<i2", count=size // 2, offset=body)
             if rate == RATE:
                 return samples.astype(np.int16)
-            out = _resample(samples.astype(np.float64), rate)
-            if not len(out):
+            pcm = resample(samples.astype(np.int16), rate, RATE)
+            if not len(pcm):
                 raise _bad("shorter than one 8 kHz sample")
-            pcm: Pcm = np.clip(np.round(out), -32768, 32767).astype(np.int16)
             return pcm
     raise _bad("no fmt and data chunks")
 
@@ -157,45 +153,6 @@ def _parse_fmt(fmt: bytes) -> int:
     if align != 2 or byte_rate != 2 * rate:
         raise _bad(f"block align {align} / byte rate {byte_rate} disagree with 16-bit mono")
     return int(rate)
-
-
-@cache
-def _polyphase(rate: int) -> tuple[int, int, npt.NDArray[np.float64]]:
-    """(up, down, coefficients[phase, tap]) taking `rate` to RATE (RATE = rate * up / down).
-
-    Output n sits at input instant n*down/up = base + phase/up; its value is the sum over
-    taps o in [-reach, reach] of x[base + o] * kernel(phase/up - o).
-    """
-    gcd = math.gcd(rate, RATE)
-    up, down = RATE // gcd, rate // gcd
-    reach = math.ceil(_HALF_SPAN_S * rate)
-    offsets = np.arange(-reach, reach + 1, dtype=np.float64)
-    tau = (np.arange(up, dtype=np.float64) / up)[:, None] - offsets[None, :]
-    cutoff = _CUTOFF_HZ / rate
-    window = np.i0(_KAISER_BETA * np.sqrt(np.clip(1.0 - (tau / (reach + 1)) ** 2, 0.0, 1.0)))
-    kernel = 2.0 * cutoff * np.sinc(2.0 * cutoff * tau) * window
-    kernel /= kernel.sum(axis=1, keepdims=True)  # unity DC gain in every phase
-    return up, down, kernel
-
-
-def _resample(x: npt.NDArray[np.float64], rate: int) -> npt.NDArray[np.float64]:
-    up, down, kernel = _polyphase(rate)
-    taps = kernel.shape[1]
-    reach = (taps - 1) // 2
-    padded = np.concatenate((np.zeros(reach), x, np.zeros(reach)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, taps)  # windows[i] ~ x[i-r..i+r]
-    count = len(x) * up // down
-    out = np.empty(count, dtype=np.float64)
-    for first in range(min(up, count)):  # outputs first, first+up, ... share one phase
-        phase, base = first * down % up, first * down // up
-        outputs = len(range(first, count, up))
-        for block in range(0, outputs, _BLOCK):
-            rows = min(_BLOCK, outputs - block)
-            start = base + block * down
-            out[first + block * up : first + (block + rows) * up : up] = (
-                windows[start : start + rows * down : down] @ kernel[phase]
-            )
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
