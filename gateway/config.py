@@ -25,6 +25,9 @@ The keys beyond DESIGN.md's example, all optional:
   max_message_size (bytes, 65535), no_answer_timeout (seconds an outbound INVITE
   may ring, 120), users (name = "password" of registering SIP users, empty).
 - [media] max_mixed (8) and conference_mode ("mcu" | "sfu").
+- [conferences.NAME] settings of the room a dial plan's "conference:NAME" names: pin (digits
+  keyed before joining, "" = none), mode ("mcu" | "sfu", default [media] conference_mode),
+  callback_uri (where the room's events go, "" = nowhere; checked like callbacks).
 - [rest] callback_ca (PEM bundle trusted for webhooks and callbacks, "" = none).
 - [turn] advertise (TURN addresses put in iceServers instead of [turn] listen; hostnames allowed).
 - [[trunk]] options_timeout (seconds, 2.0), options_fail_after (2), options_ok_after (1),
@@ -214,6 +217,16 @@ class TurnConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConferenceConfig:
+    """[conferences.NAME]: one room's settings (rooms without a table take the defaults)."""
+
+    name: str
+    pin: str = ""
+    mode: ConferenceMode | None = None  # None: [media] conference_mode
+    callback_uri: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StorageConfig:
     """[storage]: where CDRs go (SQLite)."""
 
@@ -284,6 +297,12 @@ class Config:
     dialplan: DialplanConfig = DialplanConfig()
     trunks: tuple[Trunk, ...] = ()
     log: LogConfig = LogConfig()
+    conferences: Mapping[str, ConferenceConfig] = field(
+        default_factory=lambda: MappingProxyType({}))
+
+    def conference(self, name: str) -> ConferenceConfig:
+        """The settings of room ``name`` (the defaults when it has no table)."""
+        return self.conferences.get(name) or ConferenceConfig(name)
 
     @property
     def trunk_names(self) -> frozenset[str]:
@@ -328,7 +347,12 @@ def parse_config(data: Mapping[str, Any], file: str, path: Path | None = None) -
         dialplan=_read_dialplan(top.section("dialplan")),
         trunks=_read_trunks(top),
         log=LogConfig(level=_read_log_level(top.section("log"))),
+        conferences=MappingProxyType({}),
     )
+    rest = top.section("rest")  # already read: only its callback policy is needed here
+    insecure = rest.data.get("allow_insecure_callbacks") is True
+    config = dataclasses.replace(config, conferences=_read_conferences(
+        top.section("conferences"), insecure))
     top.finish()
     _check_socket_clashes(config, problems, file)
     if problems:
@@ -592,6 +616,30 @@ def _read_turn(r: TomlReader) -> TurnConfig:
         allowed_peers=tuple(peers),
         advertise=advertise,
     )
+
+
+ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _read_conferences(r: TomlReader, insecure: bool) -> Mapping[str, ConferenceConfig]:
+    rooms: dict[str, ConferenceConfig] = {}
+    for name in list(r.data):
+        room = r.section(name)
+        if not ROOM_NAME.fullmatch(name):
+            r.problem(r.key(name), "a room name is 1-64 of A-Z a-z 0-9 . _ -")
+            continue
+        pin = room.string("pin", "")
+        if pin and not (pin.isdigit() and pin.isascii() and len(pin) <= 16):
+            room.problem(room.key("pin"), "must be 1-16 digits 0-9")
+        mode = room.choice("mode", _CONFERENCE_MODES, None)
+        callback = room.string("callback_uri", "")
+        if callback:
+            reason = _url_problem(callback, insecure)
+            if reason:
+                room.problem(room.key("callback_uri"), reason)
+        room.finish()
+        rooms[name] = ConferenceConfig(name, pin, mode, callback)
+    return MappingProxyType(rooms)
 
 
 def _read_storage(r: TomlReader) -> StorageConfig:

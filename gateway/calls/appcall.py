@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from gateway.calls.appinbound import AppInbound
 from gateway.calls.appmodel import AppCall, EventSink, Party
 from gateway.calls.b2bua import ALLOW_HEADER, Dialog
+from gateway.calls.conference import Conferences
 from gateway.calls.sessiontimer import cancel_timer, has_option
 from gateway.config import Trunk
 from gateway.media.bridge import Bridge, BridgeError
@@ -63,6 +64,7 @@ class AppCalls:
         self.by_server_id: dict[str, AppCall] = {}
         self.dialogs: dict[tuple[str, str], Party] = {}
         self.inbound = AppInbound(self)
+        self.conferences = Conferences(self)
         self.on_end: Callable[[AppCall], None] | None = None
 
     # ------------------------------------------------------------------ events
@@ -85,7 +87,17 @@ class AppCalls:
             body["resultInformation"] = result_information(200, 0, "Action completed successfully.")
         target = url or call.callback_uri
         if target:
-            self.events.call_event(call.id, target, name, body)
+            self.events.call_event(call.event_key, target, name, body)
+
+    def speakers_changed(self, call: AppCall, legs: list[str]) -> None:
+        """The room's dominant speaker changed: DominantSpeakersChanged lists the parties
+        heard now, the dominant one first."""
+        call.speaker_sequence += 1
+        speakers = [party.identifier() for leg in legs
+                    if (party := call.parties.get(leg)) is not None and party.state != "ended"]
+        self.emit(call, "DominantSpeakersChanged",
+                  {"speakers": speakers, "sequenceNumber": call.speaker_sequence},
+                  with_context=False)
 
     def participants_updated(self, call: AppCall) -> None:
         call.sequence += 1
@@ -366,6 +378,9 @@ class AppCalls:
         now = b2b.stack.reactor.seconds()
         if b2b.cdr is not None:
             b2b.cdr.leg_answered(call.id, party.cdr_id, now)
+        if call.room is not None:
+            self.participants_updated(call)
+            return
         if party.purpose == "target" or party.direction == "in":
             if call.state != "connecting":
                 return
@@ -547,7 +562,10 @@ class AppCalls:
 
     def app_leaves(self, call: AppCall) -> None:
         """hang_up by the app (or a finished transfer): the phones stay joined when two or
-        more remain; otherwise the call ends."""
+        more remain; otherwise the call ends. A conference room has no app participant:
+        nothing leaves (terminate ends it)."""
+        if call.room is not None:
+            return
         if len(call.phones()) + len(call.phones("ringing")) < 2:
             self.terminate(call)
             return
@@ -556,7 +574,7 @@ class AppCalls:
         call.release_side = call.release_side or "app"
         self.emit(call, "CallDisconnected", context=None)
         call.app_left = True
-        self.events.call_closed(call.id)
+        self.events.call_closed(call.event_key)
 
     def terminate(self, call: AppCall) -> None:
         if call.ended:
@@ -668,6 +686,8 @@ class AppCalls:
             quality = call.bridge.remove(party.name)
         if call.media is not None:
             call.media.party_gone(party)
+        if call.room is not None:
+            self.conferences.party_gone(call, party)
         cdr = self.b2bua.cdr
         if cdr is not None:
             cdr.leg_ended(call.id, party.cdr_id, self.b2bua.stack.reactor.seconds(),
@@ -697,9 +717,11 @@ class AppCalls:
         if not quiet and not call.app_left:
             self.emit(call, "CallDisconnected", context=None)
         if not call.app_left:
-            self.events.call_closed(call.id)
+            self.events.call_closed(call.event_key)
         if call.bridge is not None:
             call.bridge.close()
+        if call.room is not None:
+            self.conferences.ended(call)
         # SIP transactions outlive the call (RFC 3261 timers, 32 s) and reference its parties:
         # let go of the media objects now, so that they do not linger in the collector's view
         call.bridge = None
@@ -752,7 +774,13 @@ class AppCalls:
     def _media_timeout(self, call: AppCall, leg: str, why: str) -> None:
         """A party sent no RTP for [media] timeout seconds: it is hung up (BYE)."""
         party = call.parties.get(leg)
-        if party is None or party.state != "connected" or call.ended:
+        if party is not None:
+            self.drop(call, party, why)
+
+    def drop(self, call: AppCall, party: Party, why: str) -> None:
+        """The gateway hangs ``party`` up (BYE) for ``why``; the call goes on without it."""
+        leg = party.name
+        if party.state != "connected" or call.ended:
             return
         log.info("call %s: %s %s, hanging it up", call.id, leg, why)
         if call.release_side is None:
@@ -766,7 +794,11 @@ class AppCalls:
 
     def _dtmf(self, call: AppCall, leg: str, digit: str) -> None:
         party = call.parties.get(leg)
-        if party is not None and call.media is not None and not call.ended:
+        if party is None or call.ended:
+            return
+        if call.room is not None and self.conferences.is_waiting(call, party):
+            self.conferences.digit(call, party, digit)
+        elif call.media is not None:
             call.media.dtmf(party, digit)
 
     def _register(self, call: AppCall) -> None:
@@ -779,6 +811,7 @@ class AppCalls:
             "app_calls": len(self.calls),
             "app_incoming": len(self.inbound.incoming),
             "app_dialogs": len(self.dialogs),
+            "rooms": self.conferences.status(),
         }
         stats = getattr(self.events, "stats", None)
         if stats is not None:

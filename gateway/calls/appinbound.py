@@ -91,7 +91,6 @@ class AppInbound:
     def answer(self, context: str, callback: str, op_context: str | None) -> AppCall:
         entry = self.take_incoming(context)
         call, party = entry.call, entry.party
-        b2b = self.apps.b2bua
         assert self.apps.manager is not None
         bridge = call.bridge or self.apps._bridge(call)
         try:
@@ -108,18 +107,24 @@ class AppInbound:
         call.callback_uri = callback
         call.context = op_context
         self.apps._register(call)
+        self.send_answer(party, entry.txn, sdp)
+        return call
+
+    def send_answer(self, party: Party, txn: ServerTransaction, sdp: bytes) -> None:
+        """The 200 answering ``party``'s INVITE with the gateway's ``sdp``; its ACK connects
+        the party (``AppCalls.on_ack``)."""
+        b2b = self.apps.b2bua
         party.local_sdp = sdp
         party.confirmed = True  # our 2xx is out: BYE, not CANCEL, ends it from now on
         _, contact = b2b._local(party.target.transport)
         headers = [("Contact", contact), ("Allow", ALLOW_HEADER),
                    ("Content-Type", "application/sdp")]
         # the dialog's route set (RFC 3261 section 12.1.1): proxies stay on the path
-        headers.extend(("Record-Route", rr) for rr in entry.txn.request.get_all("record-route"))
-        resp = make_response(entry.txn.request, 200, to_tag=party.local_tag, headers=headers)
+        headers.extend(("Record-Route", rr) for rr in txn.request.get_all("record-route"))
+        resp = make_response(txn.request, 200, to_tag=party.local_tag, headers=headers)
         resp = Response(resp.status, resp.reason, resp.fields, sdp)
-        b2b.layer.send_response(entry.txn, resp, b2b.stack.reactor.seconds())
+        b2b.layer.send_response(txn, resp, b2b.stack.reactor.seconds())
         b2b.stack.flush()
-        return call
 
     def reject(self, context: str, reason: str) -> None:
         entry = self.take_incoming(context)

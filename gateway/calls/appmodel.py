@@ -136,6 +136,14 @@ class AppCall:
         self.cdr_status = 0
         self.release_side: str | None = None
         self.reason: str | None = None
+        self.room: str | None = None  # a dial plan's conference room (no app participant)
+        self.speaker_sequence = 0
+
+    @property
+    def event_key(self) -> str:
+        """The call's key in event delivery: its id, made unique per instance for a room
+        (a room's name, hence its id, is reused by the next room of that name)."""
+        return self.id if self.room is None else f"{self.id}/{self.server_call_id[:8]}"
 
     def phones(self, state: str | None = "connected") -> list[Party]:
         return [p for p in self.parties.values() if state is None or p.state == state]
@@ -153,7 +161,7 @@ class AppCall:
     def participants(self) -> list[dict[str, object]]:
         out = [{"identifier": p.identifier(), "isMuted": p.muted, "isOnHold": p.on_hold}
                for p in self.phones()]
-        if not self.app_left:
+        if not self.app_left and self.room is None:
             out.append(self.app_participant())
         return out
 

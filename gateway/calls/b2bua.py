@@ -497,6 +497,9 @@ class B2BUA:
         if decision.action == "app" and self.apps is not None:
             self.apps.inbound.incoming_invite(txn, trunk, trunk_in, decision.number)
             return
+        if decision.action == "conference" and self.apps is not None and decision.target:
+            self.apps.conferences.join(txn, trunk, trunk_in, decision.target, decision.number)
+            return
         if decision.action not in ("outbound", "trunk") or not decision.trunks:
             log.info("call to %s: action %s not available yet", number, decision.action)
             trunk_in.release()

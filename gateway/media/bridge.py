@@ -39,10 +39,12 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.media import negotiate as neg
-from gateway.media.mixer import TICK, LegMedia, Mix, Mixer, Pcm, Recording
+from gateway.media.legmedia import LegMedia, _Out, encoder_for
+from gateway.media.mixer import TICK, Mix, Mixer, Pcm, Recording
 from gateway.media.ports import PortsExhausted
 from gateway.media.sdp import SdpError
 from gateway.media.session import Policy, Side, _narrow, configure_stream, stream_quality
+from gateway.media.sfuroom import AUDIO_LEVEL_URI, SfuPath
 from gateway.media.stream import LegStream
 from gateway.sip.ids import random_hex
 
@@ -53,7 +55,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Bridge", "BridgeError"]
 
-RATE = 8000
 HOUSEKEEPING_TICKS = 10  # lost-end digits, RTCP reports and timeouts every 200 ms
 UNMIXED_CHANNELS = 5  # an unmixed recording's channels by default (ACS: channels 0-4)
 _FLUSH_TICKS = 25  # recorded frames buffered before a write (0.5 s)
@@ -100,6 +101,7 @@ class _Leg:
     media: LegMedia
     direction: str = "sendrecv"  # what the gateway's SDP says toward this leg
     timed_out: bool = False
+    level_ext: int | None = None  # the RFC 6464 extension id the peer negotiated
 
     @property
     def stream(self) -> LegStream:
@@ -107,8 +109,9 @@ class _Leg:
 
 
 class _Recorder:
-    """A WAV file (16-bit, 8 kHz) written in half-second batches; ``wave`` keeps its header
-    sizes right after every batch, so a crash leaves a readable file."""
+    """A WAV file (16-bit, the room's rate when it started) written in half-second batches;
+    ``wave`` keeps its header sizes right after every batch, so a crash leaves a readable
+    file."""
 
     def __init__(self, path: Path, layout: Recording) -> None:
         self.layout = layout
@@ -117,11 +120,11 @@ class _Recorder:
         self.wav = wave.open(str(path), "wb")
         self.wav.setnchannels(layout.channels)
         self.wav.setsampwidth(2)
-        self.wav.setframerate(RATE)
+        self.wav.setframerate(layout.rate)
 
-    def write(self, mix: Mix) -> None:
+    def write(self, mix: Mix, rate: int) -> None:
         if not self.paused:
-            self.buffer.append(self.layout.frame(mix))
+            self.buffer.append(self.layout.frame(mix, rate))
             if len(self.buffer) >= _FLUSH_TICKS:
                 self.flush()
 
@@ -142,19 +145,36 @@ class Bridge:
 
     def __init__(self, manager: MediaManager, call_id: str, *,
                  on_dtmf: Callable[[str, str], None],
-                 on_timeout: Callable[[str, str], None] | None = None) -> None:
+                 on_timeout: Callable[[str, str], None] | None = None,
+                 on_speakers: Callable[[list[str]], None] | None = None,
+                 mode: str = "mcu", max_mixed: int | None = None) -> None:
         """``on_dtmf(leg, digit)`` once per RFC 4733 event a leg sends; ``on_timeout(leg,
-        reason)`` once when a sending leg has sent nothing for ``[media] timeout`` s."""
+        reason)`` once when a sending leg has sent nothing for ``[media] timeout`` s;
+        ``on_speakers(legs)`` when the dominant speaker changes (the selected speakers,
+        dominant first; [] when no one speaks). ``mode`` "mcu" mixes for everyone, "sfu"
+        forwards the Opus parties' packets (gateway.media.sfuroom); ``max_mixed``: the most
+        parties heard at once (default [media] max_mixed)."""
+        if mode not in ("mcu", "sfu"):
+            raise ValueError(f"room mode {mode!r} is not mcu or sfu")
         self.manager = manager
         self.call_id = call_id
         self.on_dtmf = on_dtmf
         self.on_timeout = on_timeout
-        self.mixer = Mixer()
+        self.on_speakers = on_speakers
+        self.mode = mode
+        mixed = max_mixed or manager.config.max_mixed
+        self.mixer = Mixer(8000, mixed)
+        self._media: dict[str, LegMedia] = {}  # each leg's media path (for the SFU)
+        self.sfu = (SfuPath(self._media, self.mixer.held, mixed, manager.config, 8000)
+                    if mode == "sfu" else None)
+        self.dominant_changes = 0
+        self.shared_encodes = 0  # frames encoded once for several listeners
         self.cname = f"acs-gateway-{random_hex(4)}".encode()
         self.ticks = 0
         self.callback_errors = 0
         self.closed = False
         self._legs: dict[str, _Leg] = {}  # in join order
+        self._common: dict[tuple[object, ...], _Out] = {}  # codec: the common mix's encoder
         self._done: dict[int, Callable[[bool], None]] = {}  # play id -> done
         self._recorder: _Recorder | None = None
         manager.bridges.add(self)
@@ -175,8 +195,10 @@ class Bridge:
         crypto = neg.offer_crypto(side.key_for) if srtp != "off" else []
         side.offered = (offered, events, crypto)
         side.answer_body = b""
+        extra = [f"a=extmap:1 {AUDIO_LEVEL_URI}"] if self.sfu is not None else []
         return self._render(mine, codecs=[*offered, *events], secure=srtp == "mandatory",
-                            crypto=crypto, offer_mux=True, direction=mine.direction)
+                            crypto=crypto, offer_mux=True, direction=mine.direction,
+                            extra=extra)
 
     def answer(self, leg: str, sdp: bytes) -> None:
         """The peer's answer to the gateway's last offer toward ``leg`` (BridgeError 488)."""
@@ -191,6 +213,7 @@ class Bridge:
             peer = neg.parse_peer(sdp)
             srtp = self._take_answer(side, peer)
             side.answer_body = sdp
+            mine.level_ext = _level_ext(peer) if self.sfu is not None else None
             self._configure(mine, peer, srtp)
         except SdpError as exc:
             raise BridgeError(488, str(exc)) from None
@@ -218,6 +241,7 @@ class Bridge:
         side.peer, side.offered, side.answer_body = peer, None, b""
         side.codec = side.recv_codec = codec  # the answer mirrors the offer's numbers
         side.event = side.recv_event = neg.answer_event(peer, codec)
+        mine.level_ext = _level_ext(peer) if self.sfu is not None else None
         try:
             self._configure(mine, peer, keys)
         except SdpError as exc:
@@ -231,7 +255,9 @@ class Bridge:
             rtcp_mux=peer.rtcp_mux,
             direction=_narrow(neg.REVERSE_DIRECTION[peer.direction], mine.direction),
             index=peer.index, lines=peer.lines,
-            rejected=[m for i, m in enumerate(media) if i != peer.index])
+            rejected=[m for i, m in enumerate(media) if i != peer.index],
+            extra=([f"a=extmap:{mine.level_ext} {AUDIO_LEVEL_URI}"]
+                   if mine.level_ext is not None else []))
 
     def reoffer(self, leg: str, direction: str) -> bytes:
         """A re-INVITE's SDP toward ``leg`` with ``direction`` (hold: "sendonly", resume:
@@ -265,6 +291,9 @@ class Bridge:
             return {}
         figures = stream_quality(mine.stream, mine.side)
         self.mixer.discard(leg)
+        self._media.pop(leg, None)
+        if self.sfu is not None:
+            self.sfu.leave(leg)
         self.manager.close_stream(mine.stream)
         for done in mine.media.drop_dtmf():
             self._call(done, False)
@@ -273,6 +302,8 @@ class Bridge:
             if to is not None and not any(name in self._legs for name in to):
                 self.cancel_play(play_id)
         log.debug("call %s leg %s: left the bridge", self.call_id, leg)
+        if not self.closed:
+            self._retune()
         return figures
 
     def mute(self, leg: str, muted: bool) -> None:
@@ -280,14 +311,49 @@ class Bridge:
         self._leg(leg)
         self.mixer.set_muted(leg, muted)
 
+    def set_waiting(self, leg: str, waiting: bool) -> None:
+        """A waiting leg (a conference PIN not keyed yet) is not heard and hears only what
+        plays to it, like a held one; its SDP does not change."""
+        self._leg(leg)
+        self.mixer.set_held(leg, waiting)
+
+    def set_gain(self, leg: str, gain: float) -> None:
+        """``leg`` is heard by the others scaled by ``gain`` (linear 0..8; ValueError)."""
+        self._leg(leg)
+        self.mixer.set_gain(leg, gain)
+
     def legs(self) -> tuple[str, ...]:
         """The legs, in join order."""
         return tuple(self._legs)
 
+    @property
+    def rate(self) -> int:
+        """The room's internal rate: 48 kHz when every party is Opus, 8 kHz when every one
+        is G.711, 16 kHz otherwise."""
+        return self.mixer.rate
+
+    def speakers(self) -> list[str]:
+        """The parties heard now, the dominant speaker first."""
+        ranking = self.mixer.speakers.ranking()
+        dominant = self.mixer.speakers.dominant
+        if dominant is not None and dominant in ranking:
+            ranking.remove(dominant)
+            ranking.insert(0, dominant)
+        return ranking
+
+    def status(self) -> dict[str, object]:
+        """Figures for the status file: mode, rate, parties, who is heard."""
+        speakers = self.mixer.speakers
+        return {"mode": self.mode, "rate": self.rate, "parties": len(self._legs),
+                "mixed": len(speakers.selected), "dominant": speakers.dominant,
+                "dominant_changes": self.dominant_changes,
+                "shared_encodes": self.shared_encodes,
+                "forwarded": self.sfu.forwarder.forwarded if self.sfu is not None else 0}
+
     # ------------------------------------------------------------------ the app's media
     def play(self, pcm: npt.NDArray[np.int16], *, to: Collection[str] | None, loop: bool,
-             done: Callable[[bool], None]) -> int:
-        """Play 8 kHz int16 mono ``pcm`` to the legs ``to`` (None or empty: everyone, as ACS
+             done: Callable[[bool], None], rate: int = 8000) -> int:
+        """Play int16 mono ``pcm`` at ``rate`` to the legs ``to`` (None or empty: everyone, as ACS
         reads an empty playTo) from the next tick; ``done(True)`` when it has played,
         ``done(False)`` when cancelled (or when every leg it is for has left). Its id."""
         if to is not None and not to:
@@ -296,7 +362,7 @@ class Bridge:
             unknown = [name for name in to if name not in self._legs]
             if unknown:
                 raise KeyError(f"call {self.call_id}: no leg {', '.join(unknown)}")
-        play_id = self.mixer.play(pcm, to, loop)
+        play_id = self.mixer.play(pcm, to, loop, rate)
         self._done[play_id] = done
         return play_id
 
@@ -320,13 +386,15 @@ class Bridge:
         mine.media.queue_dtmf(digits, event, done)  # ValueError for a non-digit or none
 
     def record_start(self, path: Path, unmixed: bool, *, channels: int | None = None) -> None:
-        """Record to a WAV at ``path`` (16-bit, 8 kHz): mixed, the mono sum of every leg and
+        """Record to a WAV at ``path`` (16-bit, at the room's rate when it starts: 8, 16 or
+        48 kHz): mixed, the mono sum of every leg and
         every playback; unmixed, one channel per leg in join order (``channels`` of them,
         by default UNMIXED_CHANNELS or the legs present if more; later legs take the free
         channels, legs beyond them are not recorded). ValueError if already recording."""
         if self._recorder is not None:
             raise ValueError(f"call {self.call_id}: already recording")
-        layout = Recording(unmixed, max(len(self._legs), channels or UNMIXED_CHANNELS))
+        layout = Recording(unmixed, max(len(self._legs), channels or UNMIXED_CHANNELS),
+                           self.mixer.rate)
         for leg in self._legs:
             layout.join(leg)
         self._recorder = _Recorder(path, layout)
@@ -368,19 +436,46 @@ class Bridge:
             return
         self.ticks += 1
         legs = self._legs
+        sfu = self.sfu
         frames: dict[str, Pcm] = {}
         for name, leg in legs.items():
-            pcm = leg.media.pull(now)
+            media = leg.media
+            if media.forward_only:
+                continue  # forwarded as it came, its level from RFC 6464
+            pcm = media.pull(now)
             if pcm is not None and leg.stream.sends:
                 frames[name] = pcm
-        mix = self.mixer.mix(frames)
+        mix = self.mixer.mix(frames, sfu.take_levels() if sfu is not None else None)
+        if sfu is not None:
+            sfu.tick(mix, self.mixer.speakers.selected, self._recorder is not None, now)
+        receivers = sfu.receivers if sfu is not None else ()
+        common = mix.common
+        shared: dict[tuple[object, ...], bytes] = {}
         for name, pcm in mix.out.items():
             leg_now = legs.get(name)
             if leg_now is None:
                 continue
-            finished = leg_now.media.send(pcm, now)
+            media = leg_now.media
+            if name in receivers:
+                finished = media.send(None, now)  # forwarded streams; its own for DTMF
+            elif pcm is common and media.codec_id is not None and media.wants_audio():
+                key = media.codec_id
+                payload = shared.get(key)
+                if payload is None:
+                    payload = self._encode_common(media, pcm)
+                    if payload is not None:
+                        shared[key] = payload
+                else:
+                    self.shared_encodes += 1
+                finished = media.send(pcm, now, payload)
+            else:
+                finished = media.send(pcm, now)
             if finished is not None:
                 self._call(finished, True)
+        if mix.dominant_changed:
+            self.dominant_changes += 1
+            if self.on_speakers is not None:
+                self._call(self.on_speakers, self.speakers())
         if self._recorder is not None:
             self._record(mix)
         for play_id in mix.finished:
@@ -394,7 +489,7 @@ class Bridge:
         recorder = self._recorder
         assert recorder is not None
         try:
-            recorder.write(mix)
+            recorder.write(mix, self.mixer.rate)
         except OSError:
             log.exception("call %s: recording failed, stopped", self.call_id)
             self.record_stop()
@@ -442,8 +537,10 @@ class Bridge:
         except PortsExhausted as exc:
             raise BridgeError(503, str(exc)) from None
         side.stream = stream
-        media = LegMedia(stream, lambda digit: self._call(self.on_dtmf, name, digit))
+        media = LegMedia(stream, lambda digit: self._call(self.on_dtmf, name, digit),
+                         self.mixer.rate)
         leg = self._legs[name] = _Leg(name, side, media)
+        self._media[name] = media
         self.mixer.add(name)
         if self._recorder is not None:
             self._recorder.layout.join(name)
@@ -501,5 +598,49 @@ class Bridge:
         assert side.codec is not None
         leg.media.use(side.codec, side.recv_event or side.event, self.manager.config)
         leg.timed_out = False
+        self._retune()
+        if self.sfu is not None:
+            self.sfu.configure(leg.name, leg.media, leg.level_ext)
+
+    def _retune(self) -> None:
+        """The room's rate follows its parties' codecs (``rate``); every path follows it."""
+        codecs = [leg.media.codec for leg in self._legs.values() if leg.media.codec is not None]
+        if not codecs:
+            return
+        opus = sum(1 for codec in codecs if codec.key[0] == "opus")
+        rate = 48000 if opus == len(codecs) else 8000 if opus == 0 else 16000
+        if rate == self.mixer.rate:
+            return
+        log.debug("call %s: the room mixes at %d Hz from now", self.call_id, rate)
+        self.mixer.set_rate(rate)
+        self._common.clear()
+        for leg in self._legs.values():
+            leg.media.set_rate(rate)
+        if self.sfu is not None:
+            self.sfu.set_rate(rate)
+
+    def _encode_common(self, media: LegMedia, pcm: Pcm) -> bytes | None:
+        """The common mix in ``media``'s codec, by the room's one encoder for that codec."""
+        assert media.codec_id is not None and media.codec is not None
+        encoder = self._common.get(media.codec_id)
+        if encoder is None:
+            encoder = self._common[media.codec_id] = encoder_for(
+                media.codec, self.mixer.rate, self.manager.config)[0]
+        try:
+            return encoder.encode(pcm)
+        except (ValueError, RuntimeError):
+            return None  # the leg's own encoder tries
+
+
+def _level_ext(peer: neg.PeerMedia) -> int | None:
+    """The id of the RFC 6464 client-to-mixer audio level extension in the peer's SDP
+    (``a=extmap:ID[/direction] URI``, RFC 8285), if it offered it."""
+    for value in peer.sdp.media[peer.index].attribute_values("extmap"):
+        parts = value.split()
+        if len(parts) >= 2 and parts[1] == AUDIO_LEVEL_URI:
+            number = parts[0].split("/", 1)[0]
+            if number.isdigit() and 1 <= int(number) <= 14:
+                return int(number)
+    return None
 
 

@@ -314,9 +314,11 @@ def render(
     index: int = 0,
     lines: int = 1,
     rejected: Sequence[Media] = (),
+    extra: Sequence[str] = (),
 ) -> bytes:
     """The gateway's SDP toward one side: one audio stream at ``index`` among ``lines``
-    m= lines, the others copied from ``rejected`` with port 0 (RFC 3264 section 6)."""
+    m= lines, the others copied from ``rejected`` with port 0 (RFC 3264 section 6);
+    ``extra``: more attribute lines of the audio stream (``a=extmap:...``)."""
     ip6 = ":" in address
     family = "IP6" if ip6 else "IP4"
     codecs = list(codecs)
@@ -354,6 +356,7 @@ def render(
             if offer_mux:  # RFC 5761 5.1.1: offered, with the RTCP port as the fallback
                 out.append("a=rtcp-mux")
         out.extend(f"a=crypto:{c}" for c in crypto)
+        out.extend(extra)
         out.append(f"a={direction}")
     return ("\r\n".join(out) + "\r\n").encode()
 

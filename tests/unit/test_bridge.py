@@ -19,7 +19,8 @@ import pytest
 from gateway.config import MediaConfig
 from gateway.media.bridge import Bridge, BridgeError
 from gateway.media.g711 import G711Codec
-from gateway.media.mixer import FRAME, LegMedia, Mix, Mixer, Recording
+from gateway.media.legmedia import LegMedia
+from gateway.media.mixer import FRAME, Mix, Mixer, Recording
 from gateway.media.opus import OpusDecoder
 from gateway.media.ports import PortsExhausted
 from gateway.media.rtp import build, parse_header
