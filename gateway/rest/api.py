@@ -240,6 +240,18 @@ class CallAutomationApi:
     def _unmute(self, call: AppCall, b: Mapping[str, object]) -> Reply:
         return self._mute(call, b, muted=False)
 
+    def _gain(self, call: AppCall, b: Mapping[str, object]) -> Reply:
+        """The gateway's extension (no ACS counterpart): ``{"targetParticipant": identifier,
+        "gainDb": -30..+18}`` scales how loud the others hear the party in the mix."""
+        party = self._party(call, parse_identifier(b.get("targetParticipant"),
+                                                   "targetParticipant").raw_id)
+        gain = b.get("gainDb")
+        if isinstance(gain, bool) or not isinstance(gain, int | float) or not -30 <= gain <= 18:
+            raise RestError(400, "8523", "gainDb must be a number from -30 to 18")
+        assert call.bridge is not None
+        call.bridge.set_gain(party.name, 10 ** (gain / 20))
+        return Reply(200, {"gainDb": gain})
+
     def _cancel_add(self, call: AppCall, b: Mapping[str, object]) -> Reply:
         invitation = _str(b, "invitationId", required=True)
         context = _str(b, "operationContext")
@@ -575,6 +587,7 @@ _CALL: dict[str, Callable[[CallAutomationApi, AppCall, Mapping[str, object]], Re
     "participants:remove": CallAutomationApi._remove,
     "participants:mute": CallAutomationApi._mute,
     "participants:unmute": CallAutomationApi._unmute,
+    "participants:gain": CallAutomationApi._gain,
     "participants:cancelAddParticipant": CallAutomationApi._cancel_add,
     "play": CallAutomationApi._play,
     "recognize": CallAutomationApi._recognize,

@@ -58,7 +58,7 @@ _CALL_ACTIONS = (
     "startMediaStreaming|stopMediaStreaming|startTranscription|stopTranscription|"
     "updateTranscription"
 )
-_PARTICIPANT_ACTIONS = "add|remove|mute|unmute|cancelAddParticipant|moveHere"
+_PARTICIPANT_ACTIONS = "add|remove|mute|unmute|gain|cancelAddParticipant|moveHere"
 _RECORDING = "/calling/recordings/(?P<recording>[^/:]+)"
 #: (raw path pattern, method -> op) as in rest-spec.md; named groups other than `action` are
 #: the ids. Ids never contain a literal ':' (the SDK percent-encodes them), actions follow one.
