@@ -437,13 +437,14 @@ class Bridge:
         self.ticks += 1
         legs = self._legs
         sfu = self.sfu
+        frame = self.mixer.frame
         frames: dict[str, Pcm] = {}
         for name, leg in legs.items():
             media = leg.media
             if media.forward_only:
                 continue  # forwarded as it came, its level from RFC 6464
             pcm = media.pull(now)
-            if pcm is not None and leg.stream.sends:
+            if pcm is not None and leg.stream.sends and len(pcm) == frame:
                 frames[name] = pcm
         mix = self.mixer.mix(frames, sfu.take_levels() if sfu is not None else None)
         if sfu is not None:

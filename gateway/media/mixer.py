@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.media.resample import Resampler, resample
-from gateway.media.speakers import ActiveSpeakers, level_dbov
+from gateway.media.speakers import ActiveSpeakers
 
 __all__ = ["FRAME", "Mix", "Mixer", "Pcm", "Recording"]
 
@@ -47,6 +47,8 @@ Pcm = npt.NDArray[np.int16]
 Wide = npt.NDArray[np.int32]
 
 _LOW, _HIGH = -32768, 32767
+_FULL_SCALE_POWER = 32768.0 * 32768.0  # dBov reference (gateway.media.speakers.level_dbov)
+_SILENCE = -127.0
 
 
 def clip(samples: Wide) -> Pcm:
@@ -202,35 +204,26 @@ class Mixer:
             ) -> Mix:
         """One 20 ms tick: ``frames`` holds the decoded frame of each leg that has one;
         ``levels`` the dBov of eligible legs whose audio was not decoded (an SFU room's
-        RFC 6464 levels). Who is heard is chosen here (``speakers``)."""
+        RFC 6464 levels). Who is heard is chosen here (``speakers``). The arithmetic is one
+        NumPy operation per step over all the legs at once (levels, N-1 sums, clipping),
+        not one per leg."""
         members = self._members
         frame = self.frame
         eligible = self.eligible()
         heard_levels: dict[str, float] = dict(levels) if levels else {}
-        for leg in eligible:
-            pcm = frames.get(leg)
-            if pcm is not None:
-                heard_levels[leg] = level_dbov(pcm)
+        talking = [leg for leg in eligible if leg in frames]
+        if talking:
+            rows = np.stack([frames[leg] for leg in talking]).astype(np.float64)
+            power = np.einsum("ij,ij->i", rows, rows) / frame
+            with np.errstate(divide="ignore"):
+                dbov = np.clip(10.0 * np.log10(power / _FULL_SCALE_POWER), _SILENCE, 0.0)
+            heard_levels.update(zip(talking, dbov.tolist(), strict=True))
         changed = self.speakers.update(eligible, heard_levels)
         selected = self.speakers.selected
-        total = np.zeros(frame, dtype=np.int32)
-        own: dict[str, Wide] = {}
-        heard: dict[str, Pcm] = {}
-        for leg, pcm in frames.items():
-            if leg not in selected:
-                continue
-            member = members[leg]
-            if member.gain != 1.0:
-                wide = (pcm * member.gain).astype(np.int32)
-                pcm = clip(wide)
-            else:
-                wide = pcm.astype(np.int32)
-            total += wide
-            own[leg] = wide
-            heard[leg] = pcm
+
         everyone = np.zeros(frame, dtype=np.int32)
         targeted: dict[str, Wide] = {}
-        recorded = total.copy()
+        recorded = np.zeros(frame, dtype=np.int32)
         finished: list[int] = []
         for play_id, playback in self._plays.items():
             chunk, ended = playback.next_frame(frame)
@@ -247,23 +240,45 @@ class Mixer:
         for play_id in finished:
             del self._plays[play_id]
         playing = bool(self._plays) or bool(finished)
+
+        speakers = [leg for leg in talking if leg in selected]
+        heard: dict[str, Pcm] = {}
+        own: dict[str, int] = {}  # leg -> its row in ``stack``
+        if speakers:
+            stack = np.stack([frames[leg] for leg in speakers]).astype(np.int32)
+            gains = [members[leg].gain for leg in speakers]
+            if any(gain != 1.0 for gain in gains):
+                stack = (stack * np.array(gains)[:, None]).astype(np.int32)
+                scaled = clip(stack)
+                heard = {leg: scaled[i] for i, leg in enumerate(speakers)}
+            else:
+                heard = {leg: frames[leg] for leg in speakers}
+            total = stack.sum(axis=0, dtype=np.int32)
+            own = {leg: i for i, leg in enumerate(speakers)}
+            # every speaker's N-1 mix in one operation: the total less its own row
+            n_minus_1 = clip(total[None, :] - stack + everyone[None, :])
+        else:
+            stack = np.zeros((0, frame), dtype=np.int32)
+            n_minus_1 = np.zeros((0, frame), dtype=np.int16)
+            total = np.zeros(frame, dtype=np.int32)
+        recorded += total
         common = clip(total + everyone) if playing else clip(total)
         play_common = clip(everyone) if playing else None
         out: dict[str, Pcm] = {}
         plays: dict[str, Pcm] = {}
         for leg, member in members.items():
             extra = targeted.get(leg)
-            if playing:
-                plays[leg] = play_common if extra is None else clip(everyone + extra)  # type: ignore[assignment]
+            if play_common is not None:
+                plays[leg] = play_common if extra is None else clip(everyone + extra)
             if member.held:
                 out[leg] = plays[leg] if playing else clip(everyone)
                 continue
-            mine = own.get(leg)
-            if mine is None and extra is None:
-                out[leg] = common
+            row = own.get(leg)
+            if extra is None:
+                out[leg] = common if row is None else n_minus_1[row]
                 continue
-            hears = total + everyone if mine is None else total - mine + everyone
-            out[leg] = clip(hears if extra is None else hears + extra)
+            hears = total + everyone if row is None else total - stack[row] + everyone
+            out[leg] = clip(hears + extra)
         return Mix(out, clip(recorded), heard, tuple(finished), common, plays, play_common,
                    changed)
 

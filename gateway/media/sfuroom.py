@@ -60,8 +60,8 @@ class _Uplink:
 class SfuPath:
     """Forwarding for one room: receivers, levels, the sources it encodes."""
 
-    __slots__ = ("_config", "_held", "_legs", "_rate", "_uplinks", "ext", "forwarder",
-                 "levels", "receivers")
+    __slots__ = ("_config", "_held", "_legs", "_rate", "_uplinks", "errors", "ext",
+                 "forwarder", "levels", "receivers")
 
     def __init__(self, legs: Mapping[str, LegMedia], held: Callable[[str], bool],
                  slots: int, config: MediaConfig, rate: int) -> None:
@@ -74,6 +74,7 @@ class SfuPath:
         self.ext: dict[str, int] = {}  # leg -> its RFC 6464 extension id
         self.levels: dict[str, float] = {}  # dBov seen since the last tick
         self._uplinks: dict[str, _Uplink] = {}
+        self.errors = 0  # packets whose forwarding failed (a bug: the first is logged)
 
     # ------------------------------------------------------------------ membership
     def configure(self, name: str, media: LegMedia, ext_id: int | None) -> None:
@@ -128,8 +129,10 @@ class SfuPath:
             out = self.forwarder.forward(name, memoryview(data)[offset:payload_end(data)],
                                          seq, ts, marker, now)
             self._send(out, voice=True)
-        except Exception:  # never out of a datagram handler
-            log.exception("sfu: forwarding a packet of %s failed", name)
+        except Exception:  # never out of a datagram handler; logged once, then counted
+            self.errors += 1
+            if self.errors == 1:
+                log.exception("sfu: forwarding a packet of %s failed", name)
 
     def _send(self, out: list[tuple[str, bytes]], voice: bool, only: str | None = None
               ) -> None:
