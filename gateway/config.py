@@ -23,7 +23,8 @@ The keys beyond DESIGN.md's example, all optional:
   session_expires (RFC 4028 session interval asked on outbound legs, 1800 s, 0 = off), min_se
   (smallest interval accepted, 90 s),
   max_message_size (bytes, 65535), no_answer_timeout (seconds an outbound INVITE
-  may ring, 120), users (name = "password" of registering SIP users, empty).
+  may ring, 120), users (name = "password" of registering SIP users, empty), user_codecs
+  (codecs toward registered users, ["opus", "PCMU", "PCMA"]), user_srtp ("optional").
 - [media] max_mixed (8) and conference_mode ("mcu" | "sfu").
 - [conferences.NAME] settings of the room a dial plan's "conference:NAME" names: pin (digits
   keyed before joining, "" = none), mode ("mcu" | "sfu", default [media] conference_mode),
@@ -156,6 +157,8 @@ class SipConfig:
     max_message_size: int = 65535
     no_answer_timeout: float = 120.0
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    user_codecs: tuple[str, ...] = ("opus", "PCMU", "PCMA")  # toward registered users
+    user_srtp: SrtpMode = "optional"
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +274,7 @@ class Trunk:
     max_calls: int = 0  # concurrent calls to and from this trunk; 0 = no limit
     max_cps: float = 0.0  # new calls per second to and from this trunk; 0 = no limit
     register_expires: int = 600  # seconds asked for in REGISTER (register = true)
+    contact: str = ""  # a registered user's binding: the Request-URI of calls to it
 
     def accepts(self, ip: IPAddress, port: int) -> bool:
         """Whether a request from ip:port is accepted as coming from this trunk."""
@@ -493,6 +497,8 @@ def _read_sip(r: TomlReader) -> SipConfig:
     auth_fail_window = r.number("auth_fail_window", d.auth_fail_window, positive=True)
     auth_block = r.number("auth_block", d.auth_block)
     users = r.string_table("users", name_pattern=_SIP_USER)
+    user_codecs = _codec_list(r, "user_codecs", d.user_codecs)
+    user_srtp = r.choice("user_srtp", _SRTP_MODES, d.user_srtp)
     r.finish()
     return SipConfig(
         listen=listen,
@@ -514,7 +520,25 @@ def _read_sip(r: TomlReader) -> SipConfig:
         max_message_size=max_message_size,
         no_answer_timeout=no_answer_timeout,
         users=MappingProxyType(users),
+        user_codecs=tuple(user_codecs) or d.user_codecs,
+        user_srtp=user_srtp,
     )
+
+
+def _codec_list(r: TomlReader, key: str, default: tuple[str, ...]) -> list[str]:
+    codecs: list[str] = []
+    for i, text in enumerate(r.strings(key, default)):
+        codec = KNOWN_CODECS.get(text.upper())
+        where = f"{r.key(key)}[{i}]"
+        if codec is None:
+            r.problem(where, f"unknown codec {text!r} (known: {', '.join(KNOWN_CODECS.values())})")
+        elif codec in codecs:
+            r.problem(where, f"duplicate codec {text!r}")
+        else:
+            codecs.append(codec)
+    if r.has(key) and not codecs and isinstance(r.data[key], list):
+        r.problem(r.key(key), "must name at least one codec")
+    return codecs
 
 
 def _read_tls(r: TomlReader) -> TlsConfig:
@@ -717,18 +741,7 @@ def _read_trunk(r: TomlReader) -> Trunk | None:
             inbound_from.append(_parse_source(text))
         except ValueError as exc:
             r.problem(f"{r.key('inbound_from')}[{i}]", str(exc))
-    codecs: list[str] = []
-    for i, text in enumerate(r.strings("codecs", _TRUNK_DEFAULTS["codecs"])):
-        codec = KNOWN_CODECS.get(text.upper())
-        where = f"{r.key('codecs')}[{i}]"
-        if codec is None:
-            r.problem(where, f"unknown codec {text!r} (known: {', '.join(KNOWN_CODECS.values())})")
-        elif codec in codecs:
-            r.problem(where, f"duplicate codec {text!r}")
-        else:
-            codecs.append(codec)
-    if r.has("codecs") and not codecs and isinstance(r.data["codecs"], list):
-        r.problem(r.key("codecs"), "must name at least one codec")
+    codecs = _codec_list(r, "codecs", _TRUNK_DEFAULTS["codecs"])
     trunk = Trunk(
         name=name,
         uri=uri,

@@ -100,8 +100,8 @@ class TrunkAuth:
         """Digest-authenticate an INVITE from an address that matches no trunk.
 
         Returns the trunk whose credentials it carried; otherwise the request has been
-        answered (401 challenge, 403) and None is returned. [sip] users are known here
-        but calls from them come with the registrar (issue 7): they get 403 for now.
+        answered (401 challenge, 403) and None is returned. A [sip] user's credentials
+        make the call that user's (gateway.calls.registrar.Registrar.caller_trunk).
         """
         gw = self.b2bua
         source = txn.source.host
@@ -125,9 +125,7 @@ class TrunkAuth:
             trunk_name = self.credentials[username][1]
             if trunk_name is not None:
                 return gw.trunks[trunk_name]
-            log.info("INVITE from user %s: user calls come with the registrar: 403", username)
-            gw._reject(txn, 403)
-            return None
+            return gw.registrar.caller_trunk(username, txn.source)  # a [sip] user calling
         if self.failures.record_failure(source, now):
             log.warning("%s: %d failed authentications, ignored for %ss", source,
                         gw.config.sip.auth_fail_limit, gw.config.sip.auth_block)

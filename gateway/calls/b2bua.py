@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from gateway.calls.auth import TrunkAuth
 from gateway.calls.media import CallMedia, MediaRefused
+from gateway.calls.registrar import Registrar, user_of
 from gateway.calls.registration import Registrations
 from gateway.calls.relay import DialogRelay
 from gateway.calls.reliable import Reliable, ReliableProvisionals
@@ -79,7 +80,7 @@ log = logging.getLogger("gateway.calls")
 
 ALLOWED = frozenset(
     {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "MESSAGE", "NOTIFY", "REFER",
-     "PRACK"}
+     "PRACK", "REGISTER"}
 )
 ALLOW_HEADER = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, INFO, UPDATE, MESSAGE, NOTIFY, REFER"
 SUPPORTED: frozenset[str] = frozenset({"100rel", "timer"})
@@ -333,6 +334,8 @@ class B2BUA:
         self.transfers = Transfers(self)
         self.sessions = SessionTimers(self)
         self.auth = TrunkAuth(self)
+        self.registrar = Registrar(self)  # [sip] users' bindings (gateway.calls.registrar)
+        self.user_trunks: dict[str, Trunk] = {}  # their bindings as trunks, by name
         self.probes = TrunkProbes(self)
         self.provisionals = ReliableProvisionals(self)
         self.media = CallMedia(self, media)
@@ -421,6 +424,8 @@ class B2BUA:
             self._new_call(txn)
         elif method == "CANCEL":
             self._on_cancel(txn)
+        elif method == "REGISTER":
+            self.registrar.on_register(txn)
         elif method == "OPTIONS":
             self._respond(
                 txn,
@@ -482,14 +487,21 @@ class B2BUA:
                 # too short: tell the caller our floor (RFC 4028 section 9)
                 self._reject(txn, 422, (("Min-SE", str(self.config.sip.min_se)),))
                 return
-        trunk_in = self.trunk_states[trunk.name]
+        trunk_in = self.trunk_states.get(trunk.name) or self.registrar.state(trunk.name)
+        assert trunk_in is not None
         if not trunk_in.admit(seconds):
             log.info("INVITE from trunk %s over its limits: 503", trunk.name)
             self._reject(txn, 503, (("Retry-After", str(self.config.sip.retry_after)),),
                          trunk.name)
             return
         number = self._called_number(req)
+        if number in self.config.sip.users:  # a user's name: ring its bindings
+            self._call_user(txn, trunk, trunk_in, number, number)
+            return
         decision = self.plan.route(number, trunk.name)
+        if decision.action == "user" and decision.target:
+            self._call_user(txn, trunk, trunk_in, decision.target, decision.number)
+            return
         if decision.action == "none":
             trunk_in.release()
             self._reject(txn, 404, (), trunk.name)
@@ -507,10 +519,27 @@ class B2BUA:
             return
         self.start_call(txn, trunk, trunk_in, decision.number, decision.trunks)
 
+    def _call_user(self, txn: ServerTransaction, trunk: Trunk, trunk_in: TrunkState, user: str,
+                   number: str) -> None:
+        """A call to registered user ``user``: its bindings are tried in turn. A call from a
+        user to a user whose offer carries ICE is not anchored: the SDP (candidates and all)
+        crosses untouched and ICE finds the path (direct, reflexive or through TURN)."""
+        route = self.registrar.route(user)
+        if not route:
+            log.info("call to user %s: not registered, 480", user)
+            trunk_in.release()
+            self._reject(txn, 480, (), trunk.name)
+            return
+        req = txn.request
+        ice = (user_of(trunk.name) is not None and req.content_type == "application/sdp"
+               and b"a=ice-ufrag" in req.body)
+        self.start_call(txn, trunk, trunk_in, number, route, anchor=not ice)
+
     def start_call(self, txn: ServerTransaction, trunk: Trunk, trunk_in: TrunkState,
-                   number: str, trunks: Sequence[str]) -> None:
+                   number: str, trunks: Sequence[str], *, anchor: bool = True) -> None:
         """Place the call of the INVITE ``txn`` (from ``trunk``) to ``number`` over ``trunks``
-        (a dial plan decision, or an app's redirect_call to a phone number)."""
+        (a dial plan decision, or an app's redirect_call to a phone number); ``anchor``
+        False leaves its media unanchored (SDP relayed as it is)."""
         req = txn.request
         source = txn.source
         seconds = self.stack.reactor.seconds()
@@ -518,7 +547,8 @@ class B2BUA:
         call.trunk_in = trunk_in
         try:
             offer = req.body if req.content_type == "application/sdp" else b""
-            self.media.start(call, offer, trunk)
+            if anchor:
+                self.media.start(call, offer, trunk)
         except MediaRefused as exc:
             self.media.end(call)
             trunk_in.release()
@@ -612,8 +642,8 @@ class B2BUA:
                                (("Retry-After", str(self.config.sip.retry_after)),))
                 return
             name = call.trunks[call.attempt]
-            trunk = self.trunks.get(name)
-            state = self.trunk_states.get(name)
+            trunk = self.trunks.get(name) or self.user_trunks.get(name)
+            state = self.trunk_states.get(name) or self.registrar.state(name)
             if trunk is None or state is None:
                 continue
             if not state.up:
@@ -701,7 +731,9 @@ class B2BUA:
         user, display = caller
         from_uri = f"sip:{user}@{domain}"
         local_uri = f"{display} <{from_uri}>" if display else f"<{from_uri}>"
-        return (f"{random_hex(10)}@{domain}", local_uri, f"<sip:{number}@{host}>",
+        callee = user_of(trunk.name)  # a registered user: To is its address of record
+        to_uri = f"<sip:{callee}@{domain}>" if callee is not None else f"<sip:{number}@{host}>"
+        return (f"{random_hex(10)}@{domain}", local_uri, to_uri,
                 Target(trunk.transport, trunk.host, trunk.port))
 
     def send_invite(
@@ -718,8 +750,8 @@ class B2BUA:
         """Send the initial INVITE of the outbound dialog ``leg`` (see outbound_names)."""
         host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
         leg.local_cseq = 1
-        leg.remote_target = f"sip:{number}@{host}:{trunk.port}"
-        if trunk.transport != "udp":
+        leg.remote_target = trunk.contact or f"sip:{number}@{host}:{trunk.port}"
+        if trunk.transport != "udp" and not trunk.contact:
             leg.remote_target += f";transport={trunk.transport}"
         leg.local_sdp = body
         now = self.stack.reactor.seconds()
@@ -1181,6 +1213,9 @@ class B2BUA:
             live.update(self.apps.status())
         manager = self.media.manager
         now = self.stack.reactor.seconds()
+        if self.config.sip.users:
+            self.registrar.sweep(now)
+            live["users"] = self.registrar.status(now)
         if manager is not None:
             live.update(manager.status())
             # per-call media quality, for `acs-gateway calls`
