@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from gateway.calls.registrar import user_of
 from gateway.calls.sessiontimer import continue_origin
 from gateway.media.ports import PortsExhausted
 from gateway.media.sdp import SdpError
@@ -96,7 +97,7 @@ class CallMedia:
             return self._passthrough(body, to_leg)
         if toward is not None:  # a new leg on that trunk (an attempt of the route)
             session.set_policy("b" if side == "a" else "a", toward.codecs, toward.srtp,
-                               toward.dtmf_inband)
+                               toward.dtmf_inband, ice=user_of(toward.name) is not None)
         try:
             return session.offer(side, body)
         except (SdpError, PortsExhausted) as exc:
@@ -116,7 +117,8 @@ class CallMedia:
         session = call.media
         if session is None:
             return fallback
-        session.set_policy(side, toward.codecs, toward.srtp, toward.dtmf_inband)
+        session.set_policy(side, toward.codecs, toward.srtp, toward.dtmf_inband,
+                           ice=user_of(toward.name) is not None)
         try:
             return session.local_offer(side)
         except (SdpError, PortsExhausted) as exc:

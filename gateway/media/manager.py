@@ -73,7 +73,9 @@ class _MediaPort(DatagramProtocol):
         if stream is None:
             return
         try:
-            if self.rtcp_only or (len(datagram) > 1 and 192 <= datagram[1] <= 223):
+            if datagram and datagram[0] < 4:  # STUN (RFC 7983): an ICE connectivity check
+                stream.on_stun(datagram, addr, self.rtcp_only)
+            elif self.rtcp_only or (len(datagram) > 1 and 192 <= datagram[1] <= 223):
                 stream.on_rtcp(datagram, addr, self.manager.seconds())
             else:
                 stream.on_rtp(datagram, addr, self.manager.seconds())

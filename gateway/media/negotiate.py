@@ -315,10 +315,12 @@ def render(
     lines: int = 1,
     rejected: Sequence[Media] = (),
     extra: Sequence[str] = (),
+    session_extra: Sequence[str] = (),
 ) -> bytes:
     """The gateway's SDP toward one side: one audio stream at ``index`` among ``lines``
     m= lines, the others copied from ``rejected`` with port 0 (RFC 3264 section 6);
-    ``extra``: more attribute lines of the audio stream (``a=extmap:...``)."""
+    ``extra``: more attribute lines of the audio stream (``a=extmap:...``, ICE), and
+    ``session_extra`` of the session (``a=ice-lite``)."""
     ip6 = ":" in address
     family = "IP6" if ip6 else "IP4"
     codecs = list(codecs)
@@ -328,6 +330,7 @@ def render(
         "s=acs-gateway",
         f"c=IN {family} {address}",
         "t=0 0",
+        *session_extra,
     ]
     others = iter(rejected)
     for i in range(lines):

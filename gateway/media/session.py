@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from gateway.media import negotiate as neg
 from gateway.media.dtmf import Event, EventTracker, GoertzelDetector
 from gateway.media.g711 import G711Codec
+from gateway.media.icelite import IceLite, ice_lines, peer_credentials
 from gateway.media.quality import mos
 from gateway.media.rtp import payload_end
 from gateway.media.sdp import Codec, Crypto, SdpError
@@ -52,6 +53,7 @@ class Policy:
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     srtp: str = "off"  # off | optional | mandatory
     inband: bool = False  # detect DTMF tones in this side's G.711 audio
+    ice: bool = False  # offer ICE-lite toward this side (a registered user)
 
 
 @dataclass(slots=True)
@@ -75,6 +77,21 @@ class Side:
     answer_body: bytes = b""  # the peer's last answer to it, as received
     masters: dict[str, bytes] = field(default_factory=dict)  # our SRTP keys, per suite
     srtp: tuple[str, bytes, bytes] | None = None  # (suite, our key, the peer's key)
+    ice: IceLite | None = None  # the gateway as an ICE-lite agent toward this side
+
+    def ice_sdp(self, peer: neg.PeerMedia | None, offering: bool, address: str, port: int,
+                rtcp_mux: bool) -> dict[str, list[str]]:
+        """The render() arguments for ICE-lite toward this side: when the peer does ICE
+        (its SDP has credentials), or when offering to a side whose policy says so."""
+        creds = peer_credentials(peer) if peer is not None else None
+        if creds is None and not (offering and self.policy.ice):
+            return {}
+        if self.ice is None:
+            self.ice = IceLite.new()
+        if creds is not None:
+            self.ice.set_remote(*creds)
+        session, media = ice_lines(self.ice, address, port, rtcp_mux)
+        return {"session_extra": session, "extra": media}
 
     def key_for(self, suite: str) -> bytes:
         master = self.masters.get(suite)
@@ -112,9 +129,9 @@ class MediaSession:
         self.ssrc = int(random_hex(4), 16)
 
     # ------------------------------------------------------------------ policy
-    def set_policy(self, side: str, codecs: Sequence[str], srtp: str, inband: bool = False
-                   ) -> None:
-        self.sides[side].policy = Policy(tuple(codecs), srtp, inband)
+    def set_policy(self, side: str, codecs: Sequence[str], srtp: str, inband: bool = False,
+                   ice: bool = False) -> None:
+        self.sides[side].policy = Policy(tuple(codecs), srtp, inband, ice)
 
     def detector(self, side: str) -> Callable[[object], None] | None:
         """For a side with in-band DTMF detection on and a G.711 codec: a function taking
@@ -244,6 +261,7 @@ class MediaSession:
         mode = target.policy.srtp
         crypto = neg.offer_crypto(target.key_for) if mode != "off" else []
         target.offered = (codecs, events, crypto)
+        ice = target.ice_sdp(None, True, self.manager.address, stream.port, False)
         return self._render(
             to,
             address=self.manager.address,
@@ -253,6 +271,7 @@ class MediaSession:
             crypto=crypto,
             offer_mux=True,
             direction=source.direction if source is not None else "sendrecv",
+            **ice,
         )
 
     def _take_answer(self, side: str, body: bytes) -> None:
@@ -293,6 +312,9 @@ class MediaSession:
         mine.codec, mine.recv_codec = chosen, recv
         mine.event, mine.recv_event = event, recv_event
         mine.answer_body = body
+        creds = peer_credentials(peer)
+        if creds is not None and mine.ice is not None:
+            mine.ice.set_remote(*creds)
         self._configure(side, peer, srtp)
 
     def _make_answer(self, side: str, far: Codec | None, far_direction: str | None = None
@@ -315,6 +337,7 @@ class MediaSession:
         mine.codec = mine.recv_codec = codec  # the answer mirrors the offer's numbers
         mine.event = mine.recv_event = event
         stream = self._ensure_stream(side)
+        ice = mine.ice_sdp(peer, False, self.manager.address, stream.port, peer.rtcp_mux)
         self._configure(side, peer, srtp)
         rejected = [m for i, m in enumerate(peer.sdp.media) if i != peer.index]
         return self._render(
@@ -330,6 +353,7 @@ class MediaSession:
             index=peer.index,
             lines=peer.lines,
             rejected=rejected,
+            **ice,
         )
 
     def _configure(
@@ -516,6 +540,7 @@ def configure_stream(stream: LegStream, mine: Side, peer: neg.PeerMedia,
             except SrtpError as exc:
                 raise SdpError(f"unusable SRTP key: {exc}") from None
     stream.last_rx = now
+    stream.ice = mine.ice if mine.ice is not None and mine.ice.remote_ufrag else None
 
 
 def stream_quality(stream: LegStream, mine: Side) -> dict[str, object]:

@@ -22,11 +22,14 @@ Nothing here raises out of ``on_rtp``/``on_rtcp``: every bad datagram is a count
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from gateway.media import rtcp as rtcp_mod
 from gateway.media.rtp import ReceiverStats, SenderStats, parse_header
 from gateway.media.srtp import SrtpContext, SrtpError
+
+if TYPE_CHECKING:
+    from gateway.media.icelite import IceLite
 
 Address = tuple[str, int]
 Send = Callable[[bytes, Address], None]
@@ -51,6 +54,8 @@ class Counters:
         "rtcp_in",
         "rtcp_out",
         "srtp_auth",
+        "stun_dropped",
+        "stun_in",
         "unknown_pt",
         "wrong_source",
     )
@@ -68,6 +73,8 @@ class Counters:
         self.rtcp_in = 0
         self.rtcp_out = 0
         self.bad_rtcp = 0
+        self.stun_in = 0  # ICE connectivity checks answered (gateway.media.icelite)
+        self.stun_dropped = 0  # STUN on a leg without ICE, or not a check we answer
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -91,6 +98,7 @@ class LegStream:
         "clock",
         "codec_name",
         "counters",
+        "ice",
         "last_rx",
         "last_sr",
         "last_sr_arrival",
@@ -145,6 +153,28 @@ class LegStream:
         self.remote_loss = 0  # the peer's cumulative lost count for what we send
         self.remote_jitter = 0.0  # the peer's jitter for what we send, seconds
         self.sink: Sink = _no_sink
+        self.ice: IceLite | None = None  # the peer does ICE: the gateway answers as lite
+
+    def on_stun(self, data: bytes, addr: Address, rtcp: bool) -> None:
+        """A STUN message on the RTP (or RTCP) port: an ICE connectivity check answered
+        from the port it came to; a nominating check on the RTP port makes its source the
+        address media goes to (RFC 8445 section 7.3.1.5, the lite agent's side)."""
+        ice = self.ice
+        counters = self.counters
+        if ice is None:
+            counters.stun_dropped += 1
+            return
+        response, nominated = ice.handle(data, addr)
+        if response is None:
+            counters.stun_dropped += 1
+            return
+        counters.stun_in += 1
+        (self.rtcp_send if rtcp else self.send)(response, addr)
+        if nominated and not rtcp:
+            self.remote = self.source = addr
+            self.learning = False
+            if self.rtcp_mux:
+                self.remote_rtcp = addr
 
     # ------------------------------------------------------------------ configuration
     def relearn(self) -> None:
