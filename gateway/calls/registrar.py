@@ -148,35 +148,37 @@ class Registrar:
                 return 400, "Bad Expires", []
             default = int(header.strip())
         call_id, cseq = req.call_id, req.cseq.seq
-        current = self.bindings.setdefault(user, [])
+        current = self.bindings.get(user, [])
         raw = [value.strip() for value in req.get_all("contact")]
         if "*" in raw:
             if len(raw) != 1 or default != 0:
                 return 400, "Wildcard Contact needs Expires: 0 and no other Contact", []
-            for binding in current:
-                if binding.call_id == call_id and cseq <= binding.cseq:
-                    return 500, "CSeq not above the last REGISTER's", []
-            current.clear()
+            if any(b.call_id == call_id and cseq <= b.cseq for b in current):
+                return 500, "CSeq not above the last REGISTER's", []
+            self.bindings.pop(user, None)
             log.info("user %s: every binding removed", user)
             return None
+        # every change is checked before any is made (RFC 3261 10.3: all or nothing)
         changes: list[tuple[str, int, float]] = []
         for contact in req.contacts:
             text = get_param(contact.params, "expires")
             expires = int(text) if text is not None and text.isdigit() else default
             if 0 < expires < MIN_EXPIRES:
+                self.refused += 1
                 return 423, "Interval Too Brief", [("Min-Expires", str(MIN_EXPIRES))]
             q_text = get_param(contact.params, "q")
             try:
                 q = float(q_text) if q_text is not None else 1.0
             except ValueError:
                 q = 1.0
-            changes.append((str(contact.uri), min(expires, MAX_EXPIRES), q))
-        for uri, expires, q in changes:
+            uri = str(contact.uri)
             old = next((b for b in current if b.contact == uri), None)
             if old is not None and old.call_id == call_id and cseq <= old.cseq:
                 return 500, "CSeq not above the last REGISTER's", []
-            if old is not None:
-                current.remove(old)
+            changes.append((uri, min(expires, MAX_EXPIRES), q))
+        current = list(current)
+        for uri, expires, q in changes:
+            current = [b for b in current if b.contact != uri]
             if expires == 0:
                 log.info("user %s: %s removed", user, uri)
                 continue
@@ -186,8 +188,10 @@ class Registrar:
             current.append(Binding(uri, txn.source, now + expires, call_id, cseq, q, now))
             log.info("user %s: %s via %s:%s:%d for %ds", user, uri, txn.source.transport,
                      txn.source.host, txn.source.port, expires)
-        if not current:
-            del self.bindings[user]
+        if current:
+            self.bindings[user] = current
+        else:
+            self.bindings.pop(user, None)
         return None
 
     # ------------------------------------------------------------------ routing
