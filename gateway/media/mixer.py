@@ -10,9 +10,10 @@ No reactor, no clock, no files: time is an argument, packets leave through the s
 
 Mixer invariants:
 - A leg is *eligible* when it is a member, not muted and not held; it *contributes* when it
-  is eligible, has a frame this tick, and is among the speakers selected (every eligible leg
+  is eligible, has a frame this tick, is among the speakers selected (every eligible leg
   while there are at most ``max_mixed`` of them; else the ``max_mixed`` loudest, with
-  hysteresis: gateway.media.speakers), scaled by its gain.
+  hysteresis: gateway.media.speakers), and its smoothed level is above ``SILENT_DBOV``
+  (a silent party adds nothing audible and shares the common mix); scaled by its gain.
 - A leg that is not held hears every other contribution (never its own: N-1) plus every
   playback addressed to it (``to`` None addresses everyone). A held leg hears only the
   playback addressed to it (music on hold). A muted leg is not heard but still hears.
@@ -49,6 +50,9 @@ Wide = npt.NDArray[np.int32]
 _LOW, _HIGH = -32768, 32767
 _FULL_SCALE_POWER = 32768.0 * 32768.0  # dBov reference (gateway.media.speakers.level_dbov)
 _SILENCE = -127.0
+#: A party whose smoothed level stays under this is not mixed (a noise gate with the
+#: speakers' one-second release as its hangover): about 30 dB under quiet speech.
+SILENT_DBOV = -65.0
 
 
 def clip(samples: Wide) -> Pcm:
@@ -117,9 +121,12 @@ class Mix:
 class Mixer:
     """The members of one room, their mute, hold and gain, who is heard, what plays."""
 
-    __slots__ = ("_ids", "_members", "_plays", "frame", "rate", "speakers")
+    __slots__ = ("_ids", "_members", "_plays", "frame", "gate", "rate", "speakers")
 
-    def __init__(self, rate: int = 8000, max_mixed: int = 8) -> None:
+    def __init__(self, rate: int = 8000, max_mixed: int = 8,
+                 gate: float | None = SILENT_DBOV) -> None:
+        """``gate``: the level (dBov) a party must exceed to be mixed (None: no gate)."""
+        self.gate = -1000.0 if gate is None else gate
         self.rate = rate
         self.frame = rate // 50
         self.speakers = ActiveSpeakers(max_mixed)
@@ -241,7 +248,13 @@ class Mixer:
             del self._plays[play_id]
         playing = bool(self._plays) or bool(finished)
 
-        speakers = [leg for leg in talking if leg in selected]
+        # a selected leg that has been silent for a while (this frame and its smoothed level
+        # under SILENT_DBOV: the release takes about a second) adds nothing audible: left out of the
+        # sums and hears the common mix, so every quiet party shares one encode per codec
+        smoothed = self.speakers.smoothed
+        gate = self.gate
+        speakers = [leg for leg in talking if leg in selected
+                    and max(heard_levels[leg], smoothed(leg)) > gate]
         heard: dict[str, Pcm] = {}
         own: dict[str, int] = {}  # leg -> its row in ``stack``
         if speakers:

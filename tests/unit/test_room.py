@@ -25,7 +25,7 @@ def level(pcm: np.ndarray) -> int:
 
 # --------------------------------------------------------------------------- the mixer
 def test_a_16_khz_room_mixes_n_minus_one_in_320_sample_frames() -> None:
-    mixer = Mixer(16000)
+    mixer = Mixer(16000, gate=None)
     for leg in "abc":
         mixer.add(leg)
     mix = mixer.mix({"a": const(1, 320), "b": const(10, 320), "c": const(100, 320)})
@@ -52,7 +52,7 @@ def test_large_rooms_mix_only_the_loudest_and_listeners_share_one_array() -> Non
 
 
 def test_gain_scales_a_contribution_and_mute_removes_it() -> None:
-    mixer = Mixer()
+    mixer = Mixer(gate=None)
     for leg in "abc":
         mixer.add(leg)
     mixer.set_gain("a", 0.5)
@@ -62,6 +62,29 @@ def test_gain_scales_a_contribution_and_mute_removes_it() -> None:
     assert level(mixer.mix({"a": const(1000), "b": const(10)}).out["c"]) == 10
     with pytest.raises(ValueError):
         mixer.set_gain("a", -1)
+
+
+def test_silent_parties_are_gated_and_share_the_common_mix() -> None:
+    """A party under the gate (here -70 dBov, as idle line noise) adds nothing and hears
+    the common mix; speech onset passes at once (the frame's own level counts), and a party
+    that stops talking keeps being mixed while its smoothed level decays (hangover)."""
+    mixer = Mixer(8000, max_mixed=8)
+    for leg in "abcd":
+        mixer.add(leg)
+    quiet, loud = const(10), const(3000)
+    mix = mixer.mix({"a": loud, "b": quiet, "c": quiet, "d": quiet})
+    assert level(mix.out["b"]) == 3000 and mix.out["b"] is mix.common
+    assert mix.out["c"] is mix.common and mix.out["d"] is mix.common
+    assert level(mix.out["a"]) == 0  # the quiet ones are not summed
+    assert set(mix.heard) == {"a"}
+    for _ in range(25):  # a talks for half a second
+        mixer.mix({"a": loud, "b": quiet, "c": quiet, "d": quiet})
+    for _ in range(5):
+        mix = mixer.mix({"a": quiet, "b": loud, "c": quiet, "d": quiet})
+    assert level(mix.out["c"]) == 3010  # a is in its hangover: still mixed
+    for _ in range(200):
+        mix = mixer.mix({"a": quiet, "b": loud, "c": quiet, "d": quiet})
+    assert mix.out["a"] is mix.common and level(mix.common) == 3000
 
 
 def test_a_playback_keeps_its_duration_across_a_rate_change() -> None:
