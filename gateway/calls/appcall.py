@@ -130,7 +130,7 @@ class AppCalls:
         self._register(call)
         now = self.b2bua.stack.reactor.seconds()
         if self.b2bua.cdr is not None:
-            self.b2bua.cdr.call_started(call.id, source or "app", numbers[0], None, now)
+            self.b2bua.cdr.call_started(call.event_key, source or "app", numbers[0], None, now)
         for number, route in routes:
             if call.ended:  # every target so far failed at once: CreateCallFailed went out
                 break
@@ -203,7 +203,7 @@ class AppCalls:
             return
         self.dialogs[party.key] = party
         if b2b.cdr is not None:
-            b2b.cdr.leg_started(call.id, party.cdr_id, "out", trunk.name, remote_uri, now,
+            b2b.cdr.leg_started(call.event_key, party.cdr_id, "out", trunk.name, remote_uri, now,
                                 call_id)
         txn = b2b.send_invite(party, trunk, party.number, body=body, timers=False)
         txn.owner = party
@@ -224,7 +224,7 @@ class AppCalls:
             self.dialogs.pop(party.key, None)
             now = b2b.stack.reactor.seconds()
             if b2b.cdr is not None:
-                b2b.cdr.leg_ended(call.id, party.cdr_id, now, status)
+                b2b.cdr.leg_ended(call.event_key, party.cdr_id, now, status)
             if call.bridge is not None and party.name in call.bridge.legs():
                 call.bridge.remove(party.name)
             if (_failover(status) and party.cancel_reason is None and not call.ended
@@ -252,7 +252,8 @@ class AppCalls:
             self._bye(party)  # answered as our CANCEL crossed it (RFC 3261 section 9.1)
             if party.state == "ringing":
                 if b2b.cdr is not None:
-                    b2b.cdr.leg_ended(call.id, party.cdr_id, b2b.stack.reactor.seconds(), 487)
+                    b2b.cdr.leg_ended(call.event_key, party.cdr_id,
+                                      b2b.stack.reactor.seconds(), 487)
                 self._dial_failed(party, 487, "Request Terminated")
             return
         party.remote_sdp = resp.body
@@ -305,7 +306,7 @@ class AppCalls:
             self.dialogs.pop(party.key, None)
             call = party.app
             if self.b2bua.cdr is not None:
-                self.b2bua.cdr.leg_ended(call.id, party.cdr_id,
+                self.b2bua.cdr.leg_ended(call.event_key, party.cdr_id,
                                          self.b2bua.stack.reactor.seconds(), status)
             if party.cancel_reason is None and party.attempt + 1 < len(party.route):
                 self._next_trunk(party, status, reason)
@@ -377,7 +378,7 @@ class AppCalls:
         party.confirmed = True
         now = b2b.stack.reactor.seconds()
         if b2b.cdr is not None:
-            b2b.cdr.leg_answered(call.id, party.cdr_id, now)
+            b2b.cdr.leg_answered(call.event_key, party.cdr_id, now)
         if call.room is not None:
             self.participants_updated(call)
             return
@@ -386,7 +387,7 @@ class AppCalls:
                 return
             call.state = "connected"
             if b2b.cdr is not None:
-                b2b.cdr.call_answered(call.id, now, party.trunk)
+                b2b.cdr.call_answered(call.event_key, now, party.trunk)
             for other in call.parties.values():
                 if other is not party and other.state == "ringing":
                     self.cancel(other, "answered")  # a group call: the first answer wins
@@ -690,7 +691,7 @@ class AppCalls:
             self.conferences.party_gone(call, party)
         cdr = self.b2bua.cdr
         if cdr is not None:
-            cdr.leg_ended(call.id, party.cdr_id, self.b2bua.stack.reactor.seconds(),
+            cdr.leg_ended(call.event_key, party.cdr_id, self.b2bua.stack.reactor.seconds(),
                           status if was != "connected" else 200, **quality)
 
     def _maybe_end(self, call: AppCall) -> None:
@@ -735,7 +736,7 @@ class AppCalls:
             self.dialogs.pop(party.key, None)
         b2b = self.b2bua
         if b2b.cdr is not None:
-            b2b.cdr.call_ended(call.id, b2b.stack.reactor.seconds(), call.cdr_status or 200,
+            b2b.cdr.call_ended(call.event_key, b2b.stack.reactor.seconds(), call.cdr_status or 200,
                                call.release_side or "gateway", call.reason or "ended", None)
         if self.on_end is not None:
             self.on_end(call)

@@ -62,8 +62,8 @@ class AppInbound:
         party.timer = b2b.call_later(self.apps.timeout, self._not_answered, context)
         cdr = b2b.cdr
         if cdr is not None:
-            cdr.call_started(call.id, caller, number, trunk.name, now)
-            cdr.leg_started(call.id, party.cdr_id, "in", trunk.name, party.remote_uri, now,
+            cdr.call_started(call.event_key, caller, number, trunk.name, now)
+            cdr.leg_started(call.event_key, party.cdr_id, "in", trunk.name, party.remote_uri, now,
                             req.call_id)
         data: dict[str, object] = {
             "to": phone_identifier(number),

@@ -141,8 +141,8 @@ class AppCall:
 
     @property
     def event_key(self) -> str:
-        """The call's key in event delivery: its id, made unique per instance for a room
-        (a room's name, hence its id, is reused by the next room of that name)."""
+        """The call's key in event delivery and in the CDR: its id, made unique per instance
+        for a room (a room's name, hence its id, is reused by the next room of that name)."""
         return self.id if self.room is None else f"{self.id}/{self.server_call_id[:8]}"
 
     def phones(self, state: str | None = "connected") -> list[Party]:

@@ -109,8 +109,8 @@ class Conferences:
         txn.owner = party
         now = b2b.stack.reactor.seconds()
         if b2b.cdr is not None:
-            b2b.cdr.leg_started(room.id, party.cdr_id, "in", trunk.name, party.remote_uri, now,
-                                req.call_id)
+            b2b.cdr.leg_started(room.event_key, party.cdr_id, "in", trunk.name,
+                                party.remote_uri, now, req.call_id)
         bridge = room.bridge
         assert bridge is not None
         try:
@@ -154,8 +154,8 @@ class Conferences:
         self.rooms[name] = room
         now = b2b.stack.reactor.seconds()
         if b2b.cdr is not None:
-            b2b.cdr.call_started(room.id, "conference", number, trunk, now)
-            b2b.cdr.call_answered(room.id, now, trunk)
+            b2b.cdr.call_started(room.event_key, "conference", number, trunk, now)
+            b2b.cdr.call_answered(room.event_key, now, trunk)
         log.info("room %s: created (%s)", name, room.bridge.mode)
         return room
 

@@ -89,17 +89,21 @@ class CallAutomationApi:
                 self._note(rec.call.id, op)
             return reply
         call_id = ids.get("call", "")
-        known = call_id in self.apps.calls  # an operation may end the call (hang_up)
+        live = self.apps.calls.get(call_id)  # an operation may end the call (hang_up)
         reply = self._call_op(op, ids, b)
-        if known and not op.startswith(("get_", "list_")):
-            self._note(call_id, op, known=True)
+        if live is not None and not op.startswith(("get_", "list_")):
+            self._note(call_id, op, live.event_key)
         return reply
 
-    def _note(self, call_id: str, op: str, known: bool = False) -> None:
-        """The operation goes into the call's CDR (cdr_calls.operations)."""
+    def _note(self, call_id: str, op: str, key: str | None = None) -> None:
+        """The operation goes into the call's CDR (cdr_calls.operations; a room's CDR key
+        is its instance's, its id is the room's)."""
         cdr = self.apps.b2bua.cdr
-        if cdr is not None and (known or call_id in self.apps.calls):
-            cdr.app_operation(call_id, call_id, op, time.time())
+        if key is None:
+            live = self.apps.calls.get(call_id)
+            key = live.event_key if live is not None else None
+        if cdr is not None and key is not None:
+            cdr.app_operation(key, call_id, op, time.time())
 
     def _call_op(self, op: str, ids: Mapping[str, str], b: Mapping[str, object]) -> Reply:
         call = self.apps.find(ids.get("call", ""))
