@@ -12,24 +12,41 @@ Topology (127.0.0.1; the gateway pinned to CPU 0, everything else to CPU 1)::
 
 Parties are placed from one SIP socket (one INVITE each, its own RTP port; the dial plan sends
 the room's number to ``conference:NAME``) and driven by one loop: paced 20 ms RTP on every
-party, spread over 1 ms slots, each party a steady tone at its own frequency and level (so all
-are talking and the loudest-speaker choice is stable), received packets counted per party
-(kernel receive times for the MCU's timing, SSRCs per receiver for the SFU).
+party, spread over 1 ms slots, each talking party a steady tone at its own frequency and level
+(-16 to -20.5 dBov, so the loudest-speaker choice is stable), received packets counted per
+party (kernel receive times for the MCU's timing, SSRCs per receiver for the SFU).
+
+Two talk patterns for the MCU: *all talking* (every party its tone: the worst case, every
+mixed party needs its own N-1 encode) and the *conversation* (``--talkers N``, default 2:
+per room N parties talk, PCMU and Opus alternately, the others send line noise at -70 dBov,
+Gaussian, 100-3400 Hz, in their codec, under the mixer's -65 dBov gate, so they hear the
+common mix, encoded once per codec; checked at start with the gateway's own decoders).
+
+A room run's measured window is from one status-file write to the one 10 s later, the parties
+sending all along (warm-up before it): the CPU, late ticks and the rooms' ``shared_encodes``
+are differences over exactly that window.
 
 0. ``idle``: the gateway's own CPU with no call for a few seconds (status file, timers): the
    fixed cost under every figure below.
-1. ``mcu``: R rooms of 10 parties (7 PCMU + 3 Opus: the rooms mix at 16 kHz), R = 3, 6, 10,
-   15, 20, 30 until late ticks appear, a party gets under 95% of its 50 packets/s, or the
-   gateway's core saturates. Per step: the gateway's CPU (its core's share), its
-   ``media_late_ticks`` over the step, packets/s received per party, frames later than 30 ms;
-   then, back to back, P/2 transcoded PCMU <-> Opus calls (P streams decoded and encoded, as P
-   parties) as the reference cost per stream. Participants per core = P / CPU share at the
-   largest step with 0 late ticks, repeated there (median of ``--repeats``; py-spy profiles
-   the last repeat); also the marginal cost, the least-squares slope of CPU over participants
-   across the passing steps (the fixed cost left out).
-2. ``grow``: one MCU room of 3, 5, 10, 20, 30, 50 parties (30% of them Opus), all talking,
-   ``max_mixed = 8``: CPU per participant should stay flat (speaker selection, one shared
-   encode of the common mix per codec); reference transcoded calls at 10 and 50 streams.
+1. ``mcu`` (all talking) and ``mcu-talkers`` (the conversation), interleaved step by step:
+   R rooms of 10 parties, R = 3, 6, 10, 15, 20, 30 (``--mix pcmu``: 10, 20, 30, 40, 50)
+   until late ticks appear (a failing step is run once more at once; the series stops when
+   that fails too), a party gets under 95% of its 50 packets/s, or the gateway's core
+   saturates. Per step: the gateway's CPU (its core's share), its ``media_late_ticks`` over
+   the window, the rooms' shared encodes, packets/s received per party, frames later than
+   30 ms; then, back to back, one reference run for both series: P/2 transcoded PCMU <-> Opus
+   calls (P streams decoded and encoded, as P parties). Participants per core = P / CPU share
+   at the largest step with 0 late ticks, repeated there (median of ``--repeats``; py-spy
+   profiles the last repeat of each series; the conversation's repeats have no reference runs
+   of their own); also the marginal cost, the least-squares slope of CPU over participants
+   across the passing steps (the fixed cost left out). ``--mix`` sets the rooms' composition:
+   ``7pcmu3opus`` (default: 7 PCMU + 3 Opus, the rooms mix at 16 kHz, every PCMU party
+   resampled 8 <-> 16 kHz), ``pcmu`` (10 PCMU: the rooms mix at 8 kHz, no resampling and no
+   Opus) or ``opus`` (10 Opus: the rooms mix at 48 kHz); the growing room keeps its 30% Opus.
+2. ``grow`` and ``grow-talkers``: one MCU room of 3, 5, 10, 20, 30, 50 parties (30% of them
+   Opus), all talking, then with the conversation's talkers, ``max_mixed = 8``: CPU per
+   participant should stay flat (speaker selection, one shared encode of the common mix per
+   codec); reference transcoded calls at 10 and 50 streams.
 3. ``sfu``: R rooms of 10 Opus parties in SFU mode (``[conferences.NAME] mode = "sfu"``), each
    sending the RFC 6464 audio level (``a=extmap:1 ...ssrc-audio-level``, one-byte 0xBEDE form)
    so nothing is decoded. Forwarded packets/s (the rooms' ``forwarded`` counters, and counted at
@@ -38,7 +55,8 @@ are talking and the loudest-speaker choice is stable), received packets counted 
    step, and from the slope.
 
 Usage: python bench/conference.py [--rooms 3,6,...] [--sfu-rooms 4,8,...] [--sizes 3,5,...]
-       [--seconds 10] [--repeats 3] [--only mcu,grow,sfu] [--quick]
+       [--seconds 10] [--repeats 3] [--talkers 2] [--mix 7pcmu3opus|pcmu|opus]
+       [--only mcu,mcu-talkers,grow,grow-talkers,sfu] [--quick]
 """
 
 from __future__ import annotations
@@ -65,6 +83,7 @@ import numpy as np
 from mediaload import LOOPBACK, harness
 
 DEFAULT_ROOMS = (3, 6, 10, 15, 20, 30)
+PCMU_ROOMS = (10, 20, 30, 40, 50)  # --mix pcmu's default ladder (no Opus: far cheaper rooms)
 DEFAULT_SFU_ROOMS = (4, 8, 12, 16, 20)
 DEFAULT_SIZES = (3, 5, 10, 20, 30, 50)
 GROW_REFERENCE_SIZES = (10, 50)
@@ -72,10 +91,17 @@ QUICK_ROOMS = (1,)
 QUICK_SFU_ROOMS = (1,)
 QUICK_SIZES = (3, 10)
 ROOM_SIZE = 10
-OPUS_POSITIONS = frozenset({7, 8, 9})  # 7 PCMU + 3 Opus in each 10-party MCU room
+# --mix: the Opus positions of each 10-party MCU room (the others PCMU), its description and
+# the rate the gateway mixes it at (48 kHz all Opus, 8 kHz all G.711, 16 kHz otherwise)
+MIXES: dict[str, tuple[frozenset[int], str, int]] = {
+    "7pcmu3opus": (frozenset({7, 8, 9}), "7 PCMU + 3 Opus", 16000),
+    "pcmu": (frozenset(), "10 PCMU", 8000),
+    "opus": (frozenset(range(10)), "10 Opus", 48000),
+}
+DEFAULT_MIX = "7pcmu3opus"
 GROW_OPUS = frozenset({2, 5, 8})  # position % 10 in the growing room: 30% Opus
 MAX_MIXED = 8
-MAX_ROOMS = 40
+MAX_ROOMS = 60
 MAX_SIZE = 60
 LATE_MS = 30.0
 MIN_RX = 0.95  # a party must get this share of its expected packets/s
@@ -84,6 +110,11 @@ LEVEL_EXT_ID = 1
 AUDIO_LEVEL_URN = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 OPUS_PT = 111
 PPS = 50.0  # packets per second of one 20 ms stream
+DEFAULT_TALKERS = 2  # the conversation series: talkers per room, the rest send line noise
+NOISE_DBOV = -70.0  # a quiet party's line noise (the mixer's gate: -65 dBov)
+GATE_DBOV = -65.0  # gateway.media.mixer.SILENT_DBOV, checked against the decoded noise
+STATUS_PERIOD = 5.0  # the gateway rewrites its status file every 5 s
+WARMUP_TICKS = 25  # 0.5 s of load before a measured window may start
 
 _RTP = struct.Struct("!BBHII")
 _TIMESPEC = struct.Struct("qq")
@@ -116,31 +147,82 @@ def tone_pcm(position: int, rate: int) -> np.ndarray:
                    32767).astype(np.int16)
 
 
+def noise_pcm(position: int, rate: int) -> np.ndarray:
+    """A quiet party's line noise: one second of Gaussian noise band-limited to 100-3400 Hz
+    (a telephone line's band, so an Opus party's noise is not mostly above what a 16 kHz room
+    hears), ``NOISE_DBOV`` RMS, its own seed per position."""
+    rng = np.random.default_rng(1000 + position)
+    spectrum = np.fft.rfft(rng.standard_normal(rate))
+    hz = np.fft.rfftfreq(rate, 1.0 / rate)
+    spectrum[(hz < 100.0) | (hz > 3400.0)] = 0.0
+    noise = np.fft.irfft(spectrum, rate)
+    noise *= 32768.0 * 10 ** (NOISE_DBOV / 20.0) / math.sqrt(float(np.mean(noise * noise)))
+    return np.clip(np.round(noise), -32768, 32767).astype(np.int16)
+
+
 class Frames:
-    """One second (50 frames) of each position's tone, per codec, made once."""
+    """One second (50 frames) of each position's tone (talking) or line noise (quiet), per
+    codec, made once."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, int], list[bytes]] = {}
+        self._cache: dict[tuple[str, int, bool], list[bytes]] = {}
 
-    def get(self, codec: str, position: int) -> list[bytes]:
-        key = (codec, position)
+    def get(self, codec: str, position: int, talking: bool = True) -> list[bytes]:
+        key = (codec, position, talking)
         frames = self._cache.get(key)
         if frames is None:
-            frames = self._cache[key] = self._make(codec, position)
+            frames = self._cache[key] = self._make(codec, position, talking)
         return frames
 
     @staticmethod
-    def _make(codec: str, position: int) -> list[bytes]:
+    def _make(codec: str, position: int, talking: bool) -> list[bytes]:
+        make = tone_pcm if talking else noise_pcm
         if codec == "PCMU":
             from rtppeer import ulaw_encode
 
-            pcm = tone_pcm(position, 8000)
+            pcm = make(position, 8000)
             return [ulaw_encode(pcm[i : i + 160]) for i in range(0, 8000, 160)]
         import opuslib
 
         encoder = opuslib.Encoder(48000, 1, opuslib.APPLICATION_VOIP)
-        pcm = tone_pcm(position, 48000)
+        pcm = make(position, 48000)
         return [encoder.encode(pcm[i : i + 960].tobytes(), 960) for i in range(0, 48000, 960)]
+
+
+def noise_levels(positions: Sequence[int], rate: int = 16000) -> dict[str, float]:
+    """The loudest decoded frame (dBov) of the quiet parties' noise, per codec, as a room
+    mixing at ``rate`` measures it: the gateway's own μ-law decoder and 8 -> ``rate`` resampler,
+    its Opus decoder at the room's rate, its level meter (the second pass over the looped
+    second, so the decoder and resampler are warm). The gate passes nothing under -65 dBov
+    (gateway.media.mixer.SILENT_DBOV), so each must be under it."""
+    sys.path.insert(0, str(ml.REPO_ROOT))
+    from gateway.media.g711 import ulaw_decode
+    from gateway.media.opus import OpusDecoder
+    from gateway.media.resample import Resampler
+    from gateway.media.speakers import level_dbov
+
+    loudest = {"PCMU": -127.0, "opus": -127.0}
+    for position in positions:
+        upsample, decoder = Resampler(8000, rate), OpusDecoder(rate)
+        pcmu = FRAMES.get("PCMU", position, talking=False)
+        opus = FRAMES.get("opus", position, talking=False)
+        levels = {"PCMU": [level_dbov(upsample.process(ulaw_decode(b))) for b in pcmu * 2],
+                  "opus": [level_dbov(decoder.decode(b)) for b in opus * 2]}
+        for codec, values in levels.items():
+            loudest[codec] = max(loudest[codec], *values[len(values) // 2 :])
+    return loudest
+
+
+def talk_order(codecs: Sequence[str]) -> list[int]:
+    """The positions of a room in the order they are made talkers: PCMU and Opus alternately
+    (the first PCMU party, the first Opus party, the second PCMU...), so 2 talkers are one of
+    each, each needing its own N-1 encode in its codec besides the common mix's."""
+    pcmu = [k for k, codec in enumerate(codecs) if codec == "PCMU"]
+    opus = [k for k, codec in enumerate(codecs) if codec != "PCMU"]
+    order: list[int] = []
+    for k in range(max(len(pcmu), len(opus))):
+        order += pcmu[k : k + 1] + opus[k : k + 1]
+    return order
 
 
 def level_extension(position: int) -> bytes:
@@ -164,6 +246,7 @@ class PartySpec:
     position: int
     codec: str  # "PCMU" or "opus"
     level_ext: bool = False
+    talking: bool = True  # its tone; else line noise at NOISE_DBOV
 
     @property
     def pt(self) -> int:
@@ -289,19 +372,73 @@ class PartyLoad:
     arrivals: list[list[tuple[int, int]]] = field(default_factory=list)
 
 
+@dataclass
+class Mark:
+    """One status-file write seen during the load: when (monotonic, and the file's mtime),
+    the gateway's CPU seconds and both cores' counters then, the status itself."""
+
+    mono: float
+    written: float
+    cpu_s: float
+    times: dict[str, list[int]]
+    status: dict[str, Any]
+
+
+class StatusWatch:
+    """Polled once per tick by the load loop: a new status file (the gateway rewrites it every
+    ``STATUS_PERIOD`` s) becomes a ``Mark``, so the measured window runs from one write to a
+    later one with the parties sending all along: every counter difference (late ticks,
+    shared encodes...) and the CPU are for the load alone, none of the idle ticks before or
+    after it. ``on_start`` runs at the first mark (the profiler)."""
+
+    def __init__(self, gw: harness.GatewayProcess,
+                 on_start: Callable[[], None] | None = None) -> None:
+        self.gw = gw
+        self.path = ml.status_path(gw)
+        try:
+            self.mtime = self.path.stat().st_mtime_ns
+        except OSError:
+            self.mtime = 0
+        self.marks: list[Mark] = []
+        self.on_start = on_start
+
+    def poll(self) -> bool:
+        """True when a new status file has been read (and marked)."""
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except OSError:
+            return False
+        if mtime == self.mtime:
+            return False
+        status = ml.read_status(self.gw)
+        if not status:
+            return False  # being replaced: the next tick reads it
+        self.mtime = mtime
+        self.marks.append(Mark(time.monotonic(), mtime / 1e9,
+                               harness.proc_cpu_seconds(self.gw.pid), ml.cpu_times(), status))
+        if len(self.marks) == 1 and self.on_start is not None:
+            self.on_start()
+        return True
+
+
 def run_parties(joined: Joined, *, seconds: float, timing: bool, slots: int = 20,
-                drain_s: float = 0.2) -> PartyLoad:
-    """``seconds`` of 20 ms RTP from every party to its room port (tone frames cycled, the
-    level extension where negotiated), parties spread over ``slots`` 1 ms slots; packets
-    received are counted per party while the parties send (a room keeps sending, so no
-    waiting for quiet: ``drain_s`` after the last send, then done). With ``timing``, kernel
+                drain_s: float = 0.2, watch: StatusWatch | None = None) -> PartyLoad:
+    """``seconds`` of 20 ms RTP from every party to its room port (tone or noise frames
+    cycled, the level extension where negotiated), parties spread over ``slots`` 1 ms slots;
+    packets received are counted per party while the parties send (a room keeps sending, so
+    no waiting for quiet: ``drain_s`` after the last send, then done). With ``timing``, kernel
     receive times and RTP timestamps per party (for frame lateness). Bounded: ``seconds * 50``
-    ticks, at most ``seconds + 5`` s of sending."""
+    ticks, at most ``seconds + 5`` s of sending.
+
+    With ``watch``: the parties send from the start, but packets are counted from the first
+    status write seen after ``WARMUP_TICKS`` ticks to the first one at least ``seconds - 1``
+    s later (2 writes, 10 s, for 10 s), and sending stops there; bounded by ``seconds +
+    3 * STATUS_PERIOD`` s of sending (without a closing write the window ends there)."""
     specs, socks = joined.specs, joined.endpoints.socks
     n = len(specs)
     result = PartyLoad(n, seconds)
     frames_of = FRAMES
-    payloads = [frames_of.get(s.codec, s.position) for s in specs]
+    payloads = [frames_of.get(s.codec, s.position, s.talking) for s in specs]
     exts = [level_extension(s.position) if s.level_ext else b"" for s in specs]
     first = [0x80 | (0x10 if e else 0) for e in exts]
     dests = [c.media for c in joined.calls]
@@ -363,11 +500,21 @@ def run_parties(joined: Joined, *, seconds: float, timing: bool, slots: int = 20
                     arrivals[i].append((unhead(data)[3], rx or now_ns()))
 
     start = mono() + 0.05
-    hard_stop = start + seconds + 5.0
+    hard_stop = start + seconds + (5.0 if watch is None else 3 * STATUS_PERIOD)
+    window_start = start if watch is None else math.nan
+    counting[0] = watch is None
+    if watch is not None:
+        ticks = round((hard_stop - start) / ml.FRAME_S)
     sent = errors = 0
     try:
         for k in range(ticks):
             tick_at = start + k * ml.FRAME_S
+            if watch is not None and k >= WARMUP_TICKS and watch.poll():
+                if not counting[0]:
+                    counting[0] = True
+                    window_start = mono()
+                elif mono() - window_start >= seconds - 1.0:
+                    break
             for slot in range(slots):
                 due = tick_at + slot * slot_dt
                 while True:
@@ -375,7 +522,6 @@ def run_parties(joined: Joined, *, seconds: float, timing: bool, slots: int = 20
                     if left <= 0:
                         break
                     receive(poller.poll(left))
-                counting[0] = True
                 group = groups[slot]
                 if not group:
                     continue
@@ -399,8 +545,8 @@ def run_parties(joined: Joined, *, seconds: float, timing: bool, slots: int = 20
         end = mono() + ml.FRAME_S
         while (left := end - mono()) > 0:
             receive(poller.poll(left))
+        result.window_s = mono() - window_start if counting[0] else 0.0
         counting[0] = False
-        result.window_s = mono() - start
         drain_until = mono() + drain_s
         while (left := drain_until - mono()) > 0:
             receive(poller.poll(min(left, 0.05)))
@@ -571,7 +717,19 @@ class Run:
     timing: dict[str, float] = field(default_factory=dict)
     send_lag_p99_ms: float = math.nan
     expected_pps: float = PPS
+    talkers: int | None = None  # parties per room sending their tone (None: all of them)
+    mix: str = DEFAULT_MIX  # MCU rooms' composition (MIXES)
     note: str = ""
+
+    @property
+    def pattern(self) -> str:
+        return talk_pattern(self.talkers)
+
+    @property
+    def shared_pps(self) -> float:
+        """The rooms' shared encodes per second over the measured window (with the status
+        watch: between two status writes, all under load)."""
+        return self.shared_encodes / self.status_span_s if self.status_span_s else math.nan
 
     @property
     def cpu_share(self) -> float:
@@ -616,8 +774,10 @@ def _rooms_delta(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any
 def measure_rooms(rig: ConfRig, run: Run, specs: list[PartySpec], *, timing: bool,
                   expected_pps: Callable[[Run], float] | None = None,
                   profiler_out: Path | None = None, profile_s: float = 0.0) -> tuple[Run, Any]:
-    """Parties join, the status is read, the load runs (CPU measured), the status is read
-    again, everyone hangs up."""
+    """Parties join, the load runs; the window measured (CPU, status counters, packets) is
+    from one status-file write to a later one while everyone sends (``StatusWatch``); with
+    ``rig.fresh`` off (--quick) it is the load itself, the status read before and after
+    without waiting for fresh ones. Then everyone hangs up."""
     gw = rig.gw
     top: Any = None
     joined = join(rig, specs)
@@ -627,27 +787,48 @@ def measure_rooms(rig: ConfRig, run: Run, specs: list[PartySpec], *, timing: boo
             run.note = f"{joined.failed} parties not joined (statuses {joined.statuses})"
             return run, None
         joined.endpoints.drain()
-        t0 = time.monotonic()
-        before = rig.status()
-        profiler = (ml.Profiler(gw.pid, profile_s, profiler_out, ml.cpu_plan()[1])
-                    if profiler_out is not None else None)
-        times0 = ml.cpu_times()
-        cpu0 = harness.proc_cpu_seconds(gw.pid)
-        load = run_parties(joined, seconds=run.seconds, timing=timing)
-        run.cpu_s = harness.proc_cpu_seconds(gw.pid) - cpu0
-        times1 = ml.cpu_times()
+        profilers: list[ml.Profiler] = []
+
+        def start_profiler() -> None:
+            if profiler_out is not None:
+                profilers.append(ml.Profiler(gw.pid, profile_s, profiler_out,
+                                             ml.cpu_plan()[1]))
+
+        if rig.fresh:
+            watch = StatusWatch(gw, start_profiler)
+            load = run_parties(joined, seconds=run.seconds, timing=timing, watch=watch)
+            if len(watch.marks) < 2 or not load.window_s:
+                run.note = (f"no measured window: {len(watch.marks)} status writes seen "
+                            "during the load")
+                for profiler in profilers:
+                    profiler.wait()
+                return run, None
+            first, last = watch.marks[0], watch.marks[-1]
+        else:
+            t0 = time.monotonic()
+            before = rig.status()
+            start_profiler()
+            first = Mark(time.monotonic(), 0.0, harness.proc_cpu_seconds(gw.pid),
+                         ml.cpu_times(), before)
+            load = run_parties(joined, seconds=run.seconds, timing=timing)
+            last = Mark(time.monotonic(), 0.0, harness.proc_cpu_seconds(gw.pid),
+                        ml.cpu_times(), {})
+            last.status = rig.status()
+            first.written, last.written = t0, time.monotonic()
+        before, after = first.status, last.status
+        run.cpu_s = last.cpu_s - first.cpu_s
+        times0, times1 = first.times, last.times
         run.cpu0 = ml.cpu_breakdown(times0, times1, f"cpu{min(ml.cpu_plan()[0])}")
         run.cpu1_busy = ml.cpu_breakdown(times0, times1, f"cpu{min(ml.cpu_plan()[1])}").get(
             "busy", math.nan)
-        run.elapsed_s = load.elapsed_s
+        run.elapsed_s = last.mono - first.mono
         run.window_s = load.window_s
-        if profiler is not None and profiler_out is not None:
-            if profiler.wait():
+        for profiler in profilers:
+            if profiler.wait() and profiler_out is not None:
                 top = ml.profile_top(profiler_out)
             else:
                 run.note = f"profile failed: {profiler.error}"
-        after = rig.status()
-        run.status_span_s = time.monotonic() - t0
+        run.status_span_s = last.written - first.written
         run.status = ml.status_delta(before, after)
         run.late_ticks = int(run.status.get("media_late_ticks", -1))
         rooms_before = before.get("rooms", []) or []
@@ -703,11 +884,19 @@ def measure_reference(rig: ConfRig, run: Run, *, transcoded: bool) -> Run:
         endpoints.drain()
         t0 = time.monotonic()
         before = rig.status()
+        seconds = run.seconds
+        if rig.fresh:
+            # end the load before the second status write from here (not just after it):
+            # the run then takes 2 status periods instead of 3
+            with_tail = 0.8  # run_load's quiet time after the last send, and margin
+            written = status_written(rig.gw) or time.time()
+            seconds = max(3.0, min(seconds,
+                                   written + 2 * STATUS_PERIOD - time.time() - with_tail))
         times0 = ml.cpu_times()
         cpu0 = harness.proc_cpu_seconds(gw.pid)
         dests = [c.media for c in calls]
-        load = (ml.run_load(endpoints, dests, seconds=run.seconds, mode="audio", audio=ULAW)
-                if transcoded else ml.run_load(endpoints, dests, seconds=run.seconds))
+        load = (ml.run_load(endpoints, dests, seconds=seconds, mode="audio", audio=ULAW)
+                if transcoded else ml.run_load(endpoints, dests, seconds=seconds))
         run.cpu_s = harness.proc_cpu_seconds(gw.pid) - cpu0
         times1 = ml.cpu_times()
         run.cpu0 = ml.cpu_breakdown(times0, times1, f"cpu{min(ml.cpu_plan()[0])}")
@@ -744,6 +933,14 @@ def measure_reference(rig: ConfRig, run: Run, *, transcoded: bool) -> Run:
 ULAW: list[bytes] = []
 
 
+def status_written(gw: harness.GatewayProcess) -> float:
+    """When the status file was last written (epoch seconds; 0 when there is none)."""
+    try:
+        return ml.status_path(gw).stat().st_mtime_ns / 1e9
+    except OSError:
+        return 0.0
+
+
 def idle_run(rig: ConfRig, seconds: float) -> Run:
     """The gateway with no call at all for ``seconds``: its own CPU (timers, status file)."""
     run = Run("idle", "no calls", 0, 0, seconds)
@@ -774,9 +971,27 @@ def marginal(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
 # the three measures
 
 
-def mcu_specs(rooms: int) -> list[PartySpec]:
-    return [PartySpec(f"m{r}", f"+{MCU_BASE + r}", k,
-                      "opus" if k in OPUS_POSITIONS else "PCMU")
+def mcu_specs_codecs(mix: str = DEFAULT_MIX) -> list[str]:
+    opus = MIXES[mix][0]
+    return ["opus" if k in opus else "PCMU" for k in range(ROOM_SIZE)]
+
+
+def talk_pattern(talkers: int | None) -> str:
+    return "all talking" if talkers is None else f"{talkers} talking"
+
+
+def talking_positions(codecs: Sequence[str], talkers: int | None) -> set[int]:
+    """Who sends a tone in a room whose positions have ``codecs`` (the rest: line noise)."""
+    if talkers is None:
+        return set(range(len(codecs)))
+    return set(talk_order(codecs)[:talkers])
+
+
+def mcu_specs(rooms: int, talkers: int | None = None,
+              mix: str = DEFAULT_MIX) -> list[PartySpec]:
+    codecs = mcu_specs_codecs(mix)
+    talking = talking_positions(codecs, talkers)
+    return [PartySpec(f"m{r}", f"+{MCU_BASE + r}", k, codecs[k], talking=k in talking)
             for r in range(rooms) for k in range(ROOM_SIZE)]
 
 
@@ -785,9 +1000,11 @@ def sfu_specs(rooms: int) -> list[PartySpec]:
             for r in range(rooms) for k in range(ROOM_SIZE)]
 
 
-def grow_specs(size: int) -> list[PartySpec]:
-    return [PartySpec(f"g{size}", f"+{GROW_BASE + size}", k,
-                      "opus" if k % 10 in GROW_OPUS else "PCMU") for k in range(size)]
+def grow_specs(size: int, talkers: int | None = None) -> list[PartySpec]:
+    codecs = ["opus" if k % 10 in GROW_OPUS else "PCMU" for k in range(size)]
+    talking = talking_positions(codecs, talkers)
+    return [PartySpec(f"g{size}", f"+{GROW_BASE + size}", k, codecs[k], talking=k in talking)
+            for k in range(size)]
 
 
 def sfu_expected_out(size: int) -> int:
@@ -797,10 +1014,11 @@ def sfu_expected_out(size: int) -> int:
     return selected * (selected - 1) + (size - selected) * selected
 
 
-def mcu_run(rig: ConfRig, rooms: int, seconds: float, **kw: Any) -> tuple[Run, Any]:
+def mcu_run(rig: ConfRig, rooms: int, seconds: float, talkers: int | None = None,
+            mix: str = DEFAULT_MIX, **kw: Any) -> tuple[Run, Any]:
     run = Run("mcu", f"{rooms} x {ROOM_SIZE}", rooms * ROOM_SIZE, rooms * ROOM_SIZE,
-              seconds)
-    return measure_rooms(rig, run, mcu_specs(rooms), timing=True, **kw)
+              seconds, talkers=talkers, mix=mix)
+    return measure_rooms(rig, run, mcu_specs(rooms, talkers, mix), timing=True, **kw)
 
 
 def transcoded_run(rig: ConfRig, streams: int, seconds: float) -> Run:
@@ -826,9 +1044,10 @@ def relayed_run(rig: ConfRig, rooms: int, seconds: float) -> Run:
     return measure_reference(rig, run, transcoded=False)
 
 
-def grow_run(rig: ConfRig, size: int, seconds: float) -> tuple[Run, Any]:
-    run = Run("grow", f"1 room x {size}", size, size, seconds)
-    return measure_rooms(rig, run, grow_specs(size), timing=True)
+def grow_run(rig: ConfRig, size: int, seconds: float,
+             talkers: int | None = None) -> tuple[Run, Any]:
+    run = Run("grow", f"1 room x {size}", size, size, seconds, talkers=talkers)
+    return measure_rooms(rig, run, grow_specs(size, talkers), timing=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -858,23 +1077,30 @@ def best_pass(pairs: Sequence[tuple[Run, Run | None]]) -> tuple[Run, Run | None]
 
 
 def mcu_section(pairs: Sequence[tuple[Run, Run | None]],
-                repeats: Sequence[tuple[Run, Run | None]]) -> tuple[list[str], dict[str, Any]]:
-    lines = ["## 1. MCU: participants per core, 10-party rooms (7 PCMU + 3 Opus), all talking",
-             ""]
+                repeats: Sequence[tuple[Run, Run | None]], number: str = "1",
+                talkers: int | None = None, mix: str = DEFAULT_MIX
+                ) -> tuple[list[str], dict[str, Any]]:
+    who = ("all talking (the worst case)" if talkers is None else
+           f"{talkers} talking per room, the others sending line noise at "
+           f"{NOISE_DBOV:g} dBov")
+    lines = [f"## {number}. MCU: participants per core, 10-party rooms ({MIXES[mix][1]}, "
+             f"mixed at {MIXES[mix][2] // 1000} kHz), {who}", ""]
     lines += [
         "| rooms x 10 | participants | gw CPU (core busy) | late ticks | party rx pkt/s min / "
-        "median | late > 30 ms / frames (p99 ms) | ms per participant-s | participants per "
+        "median | late > 30 ms / frames (p99 ms) | shared encodes/s per room "
+        "| ms per participant-s | participants per "
         "core | ref: transcoded calls | ref CPU | ref late ticks | ref ms per stream-s "
         "| MCU / ref cost |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run, ref in pairs:
         t = run.timing
+        rooms = max(1, run.parties // ROOM_SIZE)
         row = (f"| {run.label} | {run.parties} | {pct(run.cpu_share)} "
                f"({pct(run.cpu0.get('busy', math.nan))}) | {run.late_ticks} "
                f"| {f(run.rx_pps_min, 1)} / {f(run.rx_pps_median, 1)} "
                f"| {t.get('late', '-')} / {t.get('frames', '-')} "
-               f"({f(t.get('p99_ms', math.nan), 1)}) "
+               f"({f(t.get('p99_ms', math.nan), 1)}) | {f(run.shared_pps / rooms, 0)} "
                f"| {f(run.ms_per_stream_second, 3)} | {f(run.per_core, 0)} ")
         if ref is not None:
             row += (f"| {ref.parties} | {pct(ref.cpu_share)} | {ref.late_ticks} "
@@ -897,8 +1123,11 @@ def mcu_section(pairs: Sequence[tuple[Run, Run | None]],
                  if ref is not None]
         late = [r.late_ticks for r, _ in chosen]
         ref_core = [ref.per_core for _, ref in chosen if ref is not None]
-        doc = {"participants": best[0].parties, "per_core_runs": per_core,
+        shared = [r.shared_pps / max(1, r.parties // ROOM_SIZE) for r, _ in chosen]
+        doc = {"talkers": talkers, "mix": mix, "participants": best[0].parties,
+               "per_core_runs": per_core,
                "per_core_median": median(per_core), "ratio_runs": ratio,
+               "shared_encodes_per_s_per_room_runs": shared,
                "ratio_median": median(ratio), "late_ticks_runs": late,
                "ref_streams_per_core_median": median(ref_core)}
         budget = "met" if median(per_core) >= 300 else "NOT met"
@@ -919,7 +1148,8 @@ def mcu_section(pairs: Sequence[tuple[Run, Run | None]],
             f"Participants per core (participants / CPU share, {len(chosen)} run(s) at that "
             f"step: {', '.join(f(v, 0) for v in per_core)}; late ticks "
             f"{', '.join(map(str, late))}): **median {f(median(per_core), 0)}** "
-            f"(budget >= 300: {budget}).",
+            f"(budget >= 300: {budget}, {talk_pattern(talkers)}, {MIXES[mix][1]}). Shared "
+            f"encodes per second per room: {', '.join(f(v, 0) for v in shared)}.",
             f"Reference, transcoded PCMU <-> Opus streams per core at the same stream count: "
             f"median {f(median(ref_core), 0)}; CPU per MCU participant / CPU per transcoded "
             f"stream: median {f(median(ratio), 2)} (runs {', '.join(f(v, 2) for v in ratio)}).",
@@ -1019,9 +1249,11 @@ def net_ms(run: Run, idle: Run | None) -> float:
     return extra * 1000.0 / (run.streams * span) if span else math.nan
 
 
-def grow_section(runs: Sequence[Run], refs: dict[int, Run],
-                 idle: Run | None) -> tuple[list[str], dict[str, Any]]:
-    lines = [f"## 2. One MCU room growing (30% Opus, all talking, max_mixed = {MAX_MIXED})", ""]
+def grow_section(runs: Sequence[Run], refs: dict[int, Run], idle: Run | None,
+                 number: str = "2", talkers: int | None = None
+                 ) -> tuple[list[str], dict[str, Any]]:
+    lines = [f"## {number}. One MCU room growing (30% Opus, {talk_pattern(talkers)}, "
+             f"max_mixed = {MAX_MIXED})", ""]
     lines += [
         "| parties | room rate | mixed | gw CPU (core busy) | late ticks | party rx pkt/s min "
         "/ median | late > 30 ms / frames | shared encodes/s | ms per participant-s "
@@ -1035,7 +1267,7 @@ def grow_section(runs: Sequence[Run], refs: dict[int, Run],
         room = run.rooms[0] if run.rooms else {}
         ref = refs.get(run.parties)
         t = run.timing
-        shared = run.shared_encodes / run.status_span_s if run.status_span_s else math.nan
+        shared = run.shared_pps
         net = net_ms(run, idle)
         lines.append(
             f"| {run.parties} | {room.get('rate', '-')} | {room.get('mixed', '-')} "
@@ -1049,7 +1281,9 @@ def grow_section(runs: Sequence[Run], refs: dict[int, Run],
     at50 = next((r.ms_per_stream_second for r in runs if r.parties == 50), math.nan)
     net50 = next((net_ms(r, idle) for r in runs if r.parties == 50), math.nan)
     slope, intercept = marginal([(r.parties, r.cpu_share) for r in runs if r.parties >= 10])
-    doc = {"ms_per_participant": {r.parties: r.ms_per_stream_second for r in runs},
+    doc = {"talkers": talkers,
+           "ms_per_participant": {r.parties: r.ms_per_stream_second for r in runs},
+           "shared_encodes_per_s": {r.parties: r.shared_pps for r in runs},
            "net_ms_per_participant": {r.parties: net_ms(r, idle) for r in runs},
            "ratio_50_vs_10": at50 / at10, "net_ratio_50_vs_10": net50 / net10,
            "slope_share_per_participant": slope, "intercept": intercept}
@@ -1070,8 +1304,13 @@ def ints(text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ml.bench_parser(__doc__)
-    parser.add_argument("--rooms", default=",".join(map(str, DEFAULT_ROOMS)),
-                        help="MCU steps: rooms of 10 parties, increasing")
+    parser.add_argument("--rooms", default=None,
+                        help="MCU steps: rooms of 10 parties, increasing (default "
+                             f"{','.join(map(str, DEFAULT_ROOMS))}; with --mix pcmu "
+                             f"{','.join(map(str, PCMU_ROOMS))})")
+    parser.add_argument("--mix", default=DEFAULT_MIX, choices=sorted(MIXES),
+                        help="the MCU rooms' composition: 7pcmu3opus (7 PCMU + 3 Opus, mixed "
+                             "at 16 kHz), pcmu (10 PCMU, 8 kHz), opus (10 Opus, 48 kHz)")
     parser.add_argument("--sfu-rooms", default=",".join(map(str, DEFAULT_SFU_ROOMS)),
                         help="SFU steps: rooms of 10 Opus parties, increasing")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
@@ -1081,19 +1320,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="runs (room + reference) at the largest passing MCU step")
     parser.add_argument("--profile-seconds", type=float, default=8.0,
                         help="py-spy at the largest passing MCU step (0: none)")
-    parser.add_argument("--only", default="mcu,grow,sfu", help="which measures, comma-separated")
-    parser.add_argument("--budget", type=float, default=560.0, help="seconds for the whole run")
+    parser.add_argument("--talkers", type=int, default=DEFAULT_TALKERS,
+                        help="the conversation series (mcu-talkers, grow-talkers): parties "
+                             "per room sending their tone, the others line noise at "
+                             f"{NOISE_DBOV:g} dBov (0-{ROOM_SIZE - 1})")
+    parser.add_argument("--only", default="mcu,mcu-talkers,grow,grow-talkers,sfu",
+                        help="which measures, comma-separated: mcu and grow all talking, "
+                             "mcu-talkers and grow-talkers with --talkers, sfu")
+    parser.add_argument("--budget", type=float, default=690.0, help="seconds for the whole run")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 MCU room, 1 SFU room, rooms of 3 and 10; 3 s each")
     ml.add_output_args(parser, "conference")
     args = parser.parse_args(argv)
 
     only = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = only - {"mcu", "mcu-talkers", "grow", "grow-talkers", "sfu"}
+    if unknown:
+        parser.error(f"unknown measure(s) in --only: {', '.join(sorted(unknown))}")
+    talkers = args.talkers
+    mix = args.mix
+    mix_codecs, mix_rate = mcu_specs_codecs(mix), MIXES[mix][2]
+    if not 0 <= talkers < ROOM_SIZE:
+        parser.error(f"--talkers must be 0 to {ROOM_SIZE - 1}")
     if args.quick:
         rooms, sfu_rooms, sizes = list(QUICK_ROOMS), list(QUICK_SFU_ROOMS), list(QUICK_SIZES)
-        seconds, repeats, profile_s, budget = 3.0, 1, 2.0, 50.0
+        seconds, repeats, profile_s, budget = 3.0, 1, 2.0, 70.0
         grow_refs: tuple[int, ...] = ()
     else:
+        if args.rooms is None:
+            args.rooms = ",".join(map(str, PCMU_ROOMS if mix == "pcmu" else DEFAULT_ROOMS))
         rooms, sfu_rooms, sizes = ints(args.rooms), ints(args.sfu_rooms), ints(args.sizes)
         seconds, repeats, profile_s, budget = (args.seconds, max(1, args.repeats),
                                                args.profile_seconds, args.budget)
@@ -1105,18 +1360,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     harness.require_sipp()
     ULAW.extend(ml.ulaw_frames(1.0))
-    for k in range(max([ROOM_SIZE, *sizes])):  # the tones, before any timing
-        FRAMES.get("PCMU", k)
-        FRAMES.get("opus", k)
+    for k in range(max([ROOM_SIZE, *sizes])):  # the tones and noise, before any timing
+        for codec in ("PCMU", "opus"):
+            FRAMES.get(codec, k)
+            FRAMES.get(codec, k, talking=False)
+    # the quiet parties must be under the mixer's gate as the gateway decodes them: at the
+    # growing room's 16 kHz, and at the MCU rooms' own rate (--mix)
+    noise = noise_levels(range(max([ROOM_SIZE, *sizes])))
+    mix_noise = noise if mix_rate == 16000 else noise_levels(range(ROOM_SIZE), mix_rate)
+    mix_noise = {c: v for c, v in mix_noise.items() if c in mix_codecs}
+    print("quiet parties' noise, loudest decoded 20 ms frame at 16 kHz: "
+          + ", ".join(f"{codec} {level:.1f} dBov" for codec, level in noise.items())
+          + (f"; in the {MIXES[mix][1]} rooms at {mix_rate // 1000} kHz: " + ", ".join(
+              f"{codec} {level:.1f} dBov" for codec, level in mix_noise.items())
+             if mix_rate != 16000 else ""), flush=True)
+    if max([*noise.values(), *mix_noise.values()]) >= GATE_DBOV:
+        print(f"the noise is not under the gate ({GATE_DBOV:g} dBov)", file=sys.stderr)
+        return 1
     workdir = Path(tempfile.mkdtemp(prefix="bench-conference-"))
     rig = ConfRig(workdir, fresh=not args.quick)
     errors: list[str] = []
     notes: list[str] = []
     idle: Run | None = None
-    mcu_pairs: list[tuple[Run, Run | None]] = []
-    mcu_repeats: list[tuple[Run, Run | None]] = []
+    mcu_pairs: dict[int | None, list[tuple[Run, Run | None]]] = {}  # by talkers (None: all)
+    mcu_repeats: dict[int | None, list[tuple[Run, Run | None]]] = {}
+    retried: dict[int | None, list[Run]] = {}  # failed first tries of a ladder step
     sfu_pairs: list[tuple[Run, Run | None]] = []
-    grow_runs: list[Run] = []
+    grow_runs: dict[int | None, list[Run]] = {}
     grow_ref: dict[int, Run] = {}
     profile_md: list[str] = []
     log_problems: list[str] = []
@@ -1134,6 +1404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = (f"{run.kind:>5} {run.label:<14} CPU {pct(run.cpu_share):>4} late ticks "
                 f"{run.late_ticks} rx min {f(run.rx_pps_min, 1)} pkt/s "
                 f"ms/participant-s {f(run.ms_per_stream_second, 3)}")
+        if run.kind in ("mcu", "grow"):
+            text += f" ({run.pattern}; shared encodes {f(run.shared_pps, 0)}/s)"
         if run.kind == "sfu":
             text += f" forwarded {f(run.forwarded_pps, 0)} pkt/s SSRCs {run.ssrcs_min}-" \
                     f"{run.ssrcs_max}"
@@ -1150,54 +1422,76 @@ def main(argv: Sequence[str] | None = None) -> int:
         rig.start()
         idle = idle_run(rig, 2.0 if args.quick else 6.0)
         print(f"idle gateway: CPU {pct(idle.cpu_share)}", flush=True)
-        if "mcu" in only:
-            for r in rooms:
-                if overdue(f"{r} MCU rooms"):
-                    break
-                run, _ = mcu_run(rig, r, seconds)
-                ref = transcoded_run(rig, run.streams, seconds) if rig.running() else None
-                mcu_pairs.append((run, ref))
-                print(line(run, ref), flush=True)
+        # the MCU ladder: at each step every series still passing runs (all talking, then
+        # the conversation), then one reference run serves both
+        ladders = [t for t, name in ((None, "mcu"), (talkers, "mcu-talkers")) if name in only]
+        going = list(ladders)
+        for r in rooms:
+            if not going or overdue(f"{r} MCU rooms"):
+                break
+            ran: list[Run] = []
+            for t in list(going):
+                run, _ = mcu_run(rig, r, seconds, t, mix)
+                if not run.passed and not run.saturated and rig.running():
+                    # other work on the machine can cost a few late ticks: a failing step
+                    # is run once more at once, the series stops when that fails too
+                    print("retry after " + line(run), flush=True)
+                    retried.setdefault(t, []).append(run)
+                    run, _ = mcu_run(rig, r, seconds, t, mix)
+                    run.note = (run.note + "; " if run.note else "") + "second try"
+                ran.append(run)
                 if not run.passed or run.saturated:
+                    going.remove(t)
+            ref = transcoded_run(rig, r * ROOM_SIZE, seconds) if rig.running() else None
+            for run in ran:
+                mcu_pairs.setdefault(run.talkers, []).append((run, ref))
+                print(line(run, ref), flush=True)
+        profiling = profile_s > 0 and ml.py_spy_path() is not None
+        if profile_s > 0 and not profiling:
+            profile_md = ["(no profile: py-spy is not installed)", ""]
+        for t in ladders:
+            best = best_pass(mcu_pairs.get(t, []))
+            if best is None:
+                continue
+            b = best[0].parties // ROOM_SIZE
+            count = max(repeats - 1, 1 if profiling else 0)
+            for i in range(count):
+                if overdue(f"an MCU repeat ({talk_pattern(t)})"):
                     break
-            best = best_pass(mcu_pairs)
-            if best is not None:
-                b = best[0].parties // ROOM_SIZE
-                profiling = profile_s > 0 and ml.py_spy_path() is not None
-                if profile_s > 0 and not profiling:
-                    profile_md = ["(no profile: py-spy is not installed)", ""]
-                count = max(repeats - 1, 1 if profiling else 0)
-                for i in range(count):
-                    if overdue("an MCU repeat"):
-                        break
-                    raw = args.out.with_name(args.out.stem + "_profile.txt")
-                    last = profiling and i == count - 1
-                    run, top = mcu_run(rig, b, seconds, profiler_out=raw if last else None,
-                                       profile_s=min(profile_s, seconds - 1.0) if last else 0.0)
-                    ref = transcoded_run(rig, run.streams, seconds)
-                    if i < repeats - 1:
-                        mcu_repeats.append((run, ref))
-                    print(("profiled repeat " if last else "repeat ") + line(run, ref),
-                          flush=True)
-                    if last and top:
-                        profile_md = [
-                            f"## Profile: the gateway mixing {run.label}, py-spy "
-                            f"{min(profile_s, seconds - 1.0):g} s, "
-                            f"{int(top['samples'][0][1])} samples", "",
-                            f"Gateway CPU during the profiled run: {pct(run.cpu_share)} of one "
-                            f"core (late ticks {run.late_ticks}; py-spy --nonblocking on the "
-                            f"other core). Raw stacks: `{ml.shown(raw)}`.", "",
-                            *ml.render_profile(top), ""]
-                    elif last:
-                        errors.append(f"no profile ({run.note})")
-        if "grow" in only:
-            for n in sizes:
-                if overdue(f"a room of {n}"):
-                    break
-                run, _ = grow_run(rig, n, seconds)
-                grow_runs.append(run)
+                raw = args.out.with_name(
+                    args.out.stem + ("" if t is None else "_talkers") + "_profile.txt")
+                last = profiling and i == count - 1
+                run, top = mcu_run(rig, b, seconds, t, mix,
+                                   profiler_out=raw if last else None,
+                                   profile_s=min(profile_s, seconds - 1.0) if last else 0.0)
+                # the all-talking repeats keep their reference (the ratio's runs); the
+                # conversation's compare with the same step's reference in the ladder
+                ref = transcoded_run(rig, run.streams, seconds) if t is None else None
+                if i < repeats - 1:
+                    mcu_repeats.setdefault(t, []).append((run, ref))
+                print(("profiled repeat " if last else "repeat ") + line(run, ref), flush=True)
+                if last and top:
+                    profile_md += [
+                        f"## Profile: the gateway mixing {run.label}, {run.pattern}, py-spy "
+                        f"{min(profile_s, seconds - 1.0):g} s, "
+                        f"{int(top['samples'][0][1])} samples", "",
+                        f"Gateway CPU during the profiled run: {pct(run.cpu_share)} of one "
+                        f"core (late ticks {run.late_ticks}; py-spy --nonblocking on the "
+                        f"other core). Raw stacks: `{ml.shown(raw)}`.", "",
+                        *ml.render_profile(top), ""]
+                elif last:
+                    errors.append(f"no profile ({run.pattern}: {run.note})")
+        # the growing room: each size all talking (references at 10 and 50 streams), then
+        # with the conversation's talkers
+        patterns = [t for t, name in ((None, "grow"), (talkers, "grow-talkers")) if name in only]
+        for n in sizes if patterns else []:
+            if overdue(f"a room of {n}"):
+                break
+            for t in patterns:
+                run, _ = grow_run(rig, n, seconds, t)
+                grow_runs.setdefault(t, []).append(run)
                 ref = None
-                if n in grow_refs and rig.running():
+                if t is None and n in grow_refs and rig.running():
                     ref = grow_ref[n] = transcoded_run(rig, n, seconds)
                 print(line(run, ref), flush=True)
         if "sfu" in only:
@@ -1219,12 +1513,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         rig.log_tail = rig.stop()
 
     meta = ml.machine_meta() | {
-        "runs": f"{seconds:g} s of load per run; each room step followed at once by its "
-                "reference calls through the same gateway",
+        "runs": f"{seconds:g} s of load per run; each MCU step (both talk patterns) followed "
+                "at once by one reference run of transcoded calls through the same gateway, "
+                "each SFU step by relayed calls",
         "cores": rig.cores,
+        "MCU rooms": f"--mix {mix}: {MIXES[mix][1]} per 10-party room, mixed at "
+                     f"{mix_rate // 1000} kHz (the growing room: 30% Opus, 16 kHz)",
         "parties": "each a steady tone at its own frequency (200 + 53 k Hz) and level "
-                   "(-16 - 0.5 k dBFS), 20 ms packets, spread over 1 ms slots",
-        "pass": f"0 media_late_ticks over the run (status file before and after), every party "
+                   "(-16 - 0.5 k dBov), 20 ms packets, spread over 1 ms slots",
+        "talk patterns": f"all talking (every party its tone), and {talkers} talking per room "
+                         f"(MCU rooms: positions "
+                         f"{sorted(talking_positions(mix_codecs, talkers))} of 10, PCMU and "
+                         f"Opus alternately where both), the others line noise at "
+                         f"{NOISE_DBOV:g} dBov (Gaussian, 100-3400 Hz) in their codec; loudest "
+                         "decoded noise frame at 16 kHz: " + ", ".join(
+                             f"{c} {v:.1f} dBov" for c, v in noise.items())
+                         + (f"; at the MCU rooms' {mix_rate // 1000} kHz: " + ", ".join(
+                             f"{c} {v:.1f} dBov" for c, v in mix_noise.items())
+                            if mix_rate != 16000 else "")
+                         + f" (the mixer's gate: {GATE_DBOV:g})",
+        "window": "rooms: from one status-file write to the one 10 s later with the parties "
+                  "sending all along (CPU, late ticks, shared encodes over exactly that); "
+                  "references: the load between two status writes",
+        "pass": f"0 media_late_ticks over the measured window, every party "
                 f">= {MIN_RX:.0%} of its expected packets/s, no media handler error",
         "total time": f"{time.monotonic() - started:.0f} s",
     }
@@ -1242,16 +1553,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines.append("")
     doc: dict[str, Any] = {"meta": meta}
-    if mcu_pairs:
-        md, doc["mcu"] = mcu_section(mcu_pairs, mcu_repeats)
-        lines += md
-        if mcu_repeats:
-            lines += ["Repeats at that step:", ""]
-            lines += [f"- {line(r, ref)}" for r, ref in mcu_repeats]
-            lines.append("")
-    if grow_runs:
-        md, doc["grow"] = grow_section(grow_runs, grow_ref, idle)
-        lines += md
+    for t, number in ((None, "1a"), (talkers, "1b")):
+        if mcu_pairs.get(t):
+            md, doc["mcu" if t is None else "mcu_talkers"] = mcu_section(
+                mcu_pairs[t], mcu_repeats.get(t, []), number, t, mix)
+            lines += md
+            if mcu_repeats.get(t):
+                lines += ["Repeats at that step:", ""]
+                lines += [f"- {line(r, ref)}" for r, ref in mcu_repeats[t]]
+                lines.append("")
+            if retried.get(t):
+                lines += ["Failed first tries (each step run again at once, its second try "
+                          "in the table):", ""]
+                lines += [f"- {line(r)}" for r in retried[t]]
+                lines.append("")
+    for t, number in ((None, "2a"), (talkers, "2b")):
+        if grow_runs.get(t):
+            md, doc["grow" if t is None else "grow_talkers"] = grow_section(
+                grow_runs[t], grow_ref, idle, number, t)
+            lines += md
     if sfu_pairs:
         md, doc["sfu"] = sfu_section(sfu_pairs)
         lines += md
@@ -1266,14 +1586,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "ms_per_stream_second": run.ms_per_stream_second,
                               "per_core": run.per_core, "forwarded_pps": run.forwarded_pps}
 
-    doc["runs"] = {
-        "idle": run_doc(idle),
-        "mcu": [[run_doc(a), run_doc(b)] for a, b in mcu_pairs],
-        "mcu_repeats": [[run_doc(a), run_doc(b)] for a, b in mcu_repeats],
-        "sfu": [[run_doc(a), run_doc(b)] for a, b in sfu_pairs],
-        "grow": [run_doc(r) for r in grow_runs],
-        "grow_reference": {n: run_doc(r) for n, r in grow_ref.items()},
-    }
+    def series(t: int | None) -> str:
+        return "" if t is None else "_talkers"
+
+    doc["runs"] = {"idle": run_doc(idle),
+                   "sfu": [[run_doc(a), run_doc(b)] for a, b in sfu_pairs],
+                   "grow_reference": {n: run_doc(r) for n, r in grow_ref.items()}}
+    for t, pairs in mcu_pairs.items():
+        doc["runs"]["mcu" + series(t)] = [[run_doc(a), run_doc(b)] for a, b in pairs]
+    for t, pairs in mcu_repeats.items():
+        doc["runs"]["mcu" + series(t) + "_repeats"] = [[run_doc(a), run_doc(b)]
+                                                       for a, b in pairs]
+    for t, runs in retried.items():
+        doc["runs"]["mcu" + series(t) + "_failed_first_tries"] = [run_doc(r) for r in runs]
+    for t, runs in grow_runs.items():
+        doc["runs"]["grow" + series(t)] = [run_doc(r) for r in runs]
     doc["gateway_log_problems"] = log_problems
     doc["gateway_log_tail"] = rig.log_tail
     ml.publish(args.out, "\n".join(lines), doc, workdir, args.keep)
