@@ -12,7 +12,12 @@ CONFIG ?= conf/gateway.toml
 # Debian packages the tests and `make run` need, as COMMAND:PACKAGE; a package is installed
 # only when its command is missing.
 # espeak-ng speaks the REST text play sources (and the PESQ bench's speech).
-DEB_NEEDS := sipp:sip-tester baresip:baresip-core espeak-ng:espeak-ng
+# coturn brings turnutils_uclient/_stunclient/_peer (the TURN interop tests) and turnserver (the
+# TURN bench's reference); its own daemon stays off (Debian's /etc/default/coturn leaves
+# TURNSERVER_ENABLED unset; where systemd starts it anyway, on 3478, nothing here uses it: the
+# tests and the bench run their own servers on free ports). iptables: NAT topologies (netns).
+DEB_NEEDS := sipp:sip-tester baresip:baresip-core espeak-ng:espeak-ng \
+	turnutils_uclient:coturn iptables:iptables
 # What `make bench` needs beside those.
 DEB_BENCH :=
 # Shared libraries loaded at run time (opuslib finds libopus with ctypes), as SONAME:PACKAGE.

@@ -1,4 +1,4 @@
-"""Wires the gateway onto one reactor: SIP stack, B2BUA, dial plan, signals.
+"""Wires the gateway onto one reactor: SIP stack, B2BUA, dial plan, STUN/TURN, signals.
 
 SIGHUP reloads the dial plans (the old plan stays if the new one is invalid);
 SIGTERM and SIGINT drain: new calls get 503, the process ends when the last
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gc
+import json
 import logging
 import signal
 import socket
@@ -20,14 +21,20 @@ from twisted.internet.task import LoopingCall
 
 from gateway.calls.appcall import AppCalls
 from gateway.calls.b2bua import B2BUA
+from gateway.calls.trunks import write_json
 from gateway.config import Config, Trunk
 from gateway.dialplan.plan import DialPlan
 from gateway.errors import ConfigError
 from gateway.media.manager import MediaManager
 from gateway.media.prompts import PromptLoader
+from gateway.nat.allocation import TurnUsage, format_address
+from gateway.nat.callmap import CallMap
+from gateway.nat.secret import turn_secret
+from gateway.nat.service import TurnService
 from gateway.rest.api import CallAutomationApi
 from gateway.rest.delivery import Delivery
 from gateway.rest.keys import access_key
+from gateway.rest.relayconfig import relay_issuer
 from gateway.rest.server import listen as listen_rest
 from gateway.sip.transaction import Timers, TransactionLayer
 from gateway.sip.transport import SipStack
@@ -103,7 +110,14 @@ class Gateway:
         # CDRs are written in batches: a call answered is durable within CDR_FLUSH seconds
         self._cdr_flush = LoopingCall(self.cdr.flush)
         self._cdr_flush.clock = reactor
-        self._status = LoopingCall(self.b2bua.write_status)  # trunks.json for `trunks`
+        # STUN always, TURN unless [turn] enabled = false; usage rows go with the CDRs
+        self.turn_secret = turn_secret(config)  # [turn] auth_secret, or generated into var/
+        self.turn = TurnService(reactor, config.turn, self._turn_usage,
+                                secret=self.turn_secret)
+        # a usage row names the call whose SDP offered the allocation's relay address
+        self.turn_calls = CallMap(lambda relay: self.turn.server.allocation(relay) is not None)
+        self.b2bua.sdp_seen = self.turn_calls.note
+        self._status = LoopingCall(self.write_status)  # trunks.json for `trunks`
         self._status.clock = reactor
         self._stopping = False
         self._stopped = False
@@ -112,18 +126,49 @@ class Gateway:
         for listen in self.config.sip.listen:
             local = self.stack.listen(listen.transport, listen.host, listen.port)
             log.info("SIP listening on %s:%s", local.transport, local.sent_by)
+        turn = self.config.turn
+        for transport, address in self.turn.start():
+            log.info("STUN%s listening on %s:%s", "/TURN" if turn.enabled else " (TURN off)",
+                     transport, format_address(address))
+        if turn.enabled and turn.listen:
+            log.info("TURN relays on %s ports %d-%d", turn.relay_address,
+                     *turn.relay_port_range)
         self.b2bua.probes.start()
         self.b2bua.registrations.start()
         key = base64.b64decode(access_key(self.config))
         self._rest_port = listen_rest(self.reactor, self.config.rest, self.config.tls.cert,
-                                      self.config.tls.key, self.api, key)
+                                      self.config.tls.key, self.api, key,
+                                      relay=relay_issuer(self.config, self.turn_secret))
         if self.media is not None:
             media = self.config.media
             log.info("media anchored on %s ports %d-%d (%d RTP/RTCP pairs)", media.address,
                      media.port_range[0], media.port_range[1], self.media.pool.size)
             _raise_fd_limit(2 * self.media.pool.size + 1024)  # 2 sockets per port pair
+        if turn.enabled and turn.listen:  # a socket per relay port in use
+            media_fds = 2 * self.media.pool.size if self.media is not None else 0
+            _raise_fd_limit(media_fds + self.turn.ports.size + 1024)
         self._cdr_flush.start(CDR_FLUSH, now=False)
         self._status.start(STATUS_EVERY, now=False)
+
+    def _turn_usage(self, usage: TurnUsage) -> None:
+        call = self.turn_calls.call_for(usage.relay)
+        if call is not None:
+            usage = dataclasses.replace(usage, call_id=call)
+        self.cdr.turn_usage(usage.row())
+
+    def write_status(self) -> None:
+        """trunks.json (the B2BUA's trunk states and "gateway" figures) with the STUN/TURN
+        counters under "turn"."""
+        self.b2bua.write_status()
+        path = self.b2bua.status_path
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            log.debug("status file %s unreadable: %s", path, exc)
+            return
+        if isinstance(doc, dict):
+            doc["turn"] = self.turn.counters
+            write_json(path, doc)
 
     def reload(self) -> bool:
         try:
@@ -175,11 +220,16 @@ class Gateway:
             if self.media is not None:
                 self.b2bua.write_status()
                 self.media.stop()
+            self.turn.stop()  # usage rows of the live allocations, before the CDRs close
+            turn = self.turn.counters
+            log.info("stopping TURN: allocations %d total, relayed %d packets to peers and "
+                     "%d to clients, handler bugs %d", turn["allocations_total"],
+                     turn["packets_to_peer"], turn["packets_to_client"], turn["handler_errors"])
             for loop in (self._cdr_flush, self._status):
                 if loop.running:
                     loop.stop()
             self.cdr.close()
-            self.b2bua.write_status()
+            self.write_status()
             self.reactor.stop()
 
 

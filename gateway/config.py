@@ -30,7 +30,15 @@ The keys beyond DESIGN.md's example, all optional:
   keyed before joining, "" = none), mode ("mcu" | "sfu", default [media] conference_mode),
   callback_uri (where the room's events go, "" = nowhere; checked like callbacks).
 - [rest] callback_ca (PEM bundle trusted for webhooks and callbacks, "" = none).
-- [turn] advertise (TURN addresses put in iceServers instead of [turn] listen; hostnames allowed).
+- [turn] advertise (TURN addresses put in iceServers instead of [turn] listen; hostnames allowed),
+  user_quota (allocations at once per user, time-limited usernames counted by their user part,
+  486 beyond; 0 = no limit, the default), total_quota (allocations at once in all, 0 = as many as
+  relay_port_range holds), bandwidth (bytes/s per allocation and direction, excess dropped;
+  0 = no cap, else at least 1500), max_lifetime (seconds an allocation may ask for, 600-86400,
+  3600), nonce_lifetime (seconds before 438 Stale Nonce, 30-86400, 3600), max_permissions (peer
+  addresses per allocation, 256), max_tcp_connections (TCP clients at once, 1024),
+  tcp_max_buffer (unsent bytes per TCP client before what is relayed to it is dropped, 262144).
+  [turn] listen takes udp: and tcp: addresses only.
 - [[trunk]] options_timeout (seconds, 2.0), options_fail_after (2), options_ok_after (1),
   max_calls (concurrent calls to and from the trunk, 0 = no limit), max_cps (new calls per
   second to and from the trunk, 0 = no limit); over either, calls get 503 with Retry-After.
@@ -217,6 +225,14 @@ class TurnConfig:
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     allowed_peers: tuple[IPNetwork, ...] = ()
     advertise: tuple[ListenAddr, ...] = ()
+    user_quota: int = 0  # allocations at once per user (486 beyond); 0 = no limit
+    total_quota: int = 0  # allocations at once in all (486 beyond); 0 = the relay ports
+    bandwidth: int = 0  # bytes/s per allocation, each direction (excess dropped); 0 = no cap
+    max_lifetime: int = 3600  # seconds an allocation may ask for (RFC 8656 section 7.2)
+    nonce_lifetime: int = 3600  # seconds a nonce stays valid before 438 Stale Nonce
+    max_permissions: int = 256  # peer addresses per allocation (508 beyond)
+    max_tcp_connections: int = 1024  # TCP client connections at once (more are closed)
+    tcp_max_buffer: int = 262144  # unsent bytes per TCP client before its data is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,6 +644,21 @@ def _read_turn(r: TomlReader) -> TurnConfig:
         except ValueError:
             r.problem(f"{r.key('allowed_peers')}[{i}]", f"expected a CIDR, got {text!r}")
     advertise = _listens(r, "advertise", d.advertise, allow_hostname=True)
+    for i, addr in enumerate(listen):
+        if addr.transport == "tls":
+            r.problem(f"{r.key('listen')}[{i}]", "TURN listens on udp or tcp, not tls")
+    user_quota = r.integer("user_quota", d.user_quota, maximum=1_000_000)
+    total_quota = r.integer("total_quota", d.total_quota, maximum=1_000_000)
+    bandwidth = r.integer("bandwidth", d.bandwidth, maximum=10**10)
+    if 0 < bandwidth < 1500:
+        r.problem(r.key("bandwidth"), "must be 0 (no cap) or at least 1500 (bytes/s)")
+    max_lifetime = r.integer("max_lifetime", d.max_lifetime, minimum=600, maximum=86400)
+    nonce_lifetime = r.integer("nonce_lifetime", d.nonce_lifetime, minimum=30, maximum=86400)
+    max_permissions = r.integer("max_permissions", d.max_permissions, minimum=1, maximum=4096)
+    max_tcp = r.integer("max_tcp_connections", d.max_tcp_connections, minimum=1,
+                        maximum=1_000_000)
+    tcp_max_buffer = r.integer("tcp_max_buffer", d.tcp_max_buffer, minimum=4096,
+                               maximum=64 * 1024 * 1024)
     r.finish()
     return TurnConfig(
         enabled=enabled,
@@ -639,6 +670,14 @@ def _read_turn(r: TomlReader) -> TurnConfig:
         users=MappingProxyType(users),
         allowed_peers=tuple(peers),
         advertise=advertise,
+        user_quota=user_quota,
+        total_quota=total_quota,
+        bandwidth=bandwidth,
+        max_lifetime=max_lifetime,
+        nonce_lifetime=nonce_lifetime,
+        max_permissions=max_permissions,
+        max_tcp_connections=max_tcp,
+        tcp_max_buffer=tcp_max_buffer,
     )
 
 

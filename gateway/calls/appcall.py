@@ -769,7 +769,9 @@ class AppCalls:
         assert self.manager is not None
         call.bridge = Bridge(self.manager, call.id,
                              on_dtmf=lambda leg, digit: self._dtmf(call, leg, digit),
-                             on_timeout=lambda leg, why: self._media_timeout(call, leg, why))
+                             on_timeout=lambda leg, why: self._media_timeout(call, leg, why),
+                             on_speakers=lambda legs: self.speakers_changed(call, legs))
+        call.bridge.on_sdp = lambda body: self.b2bua.sdp_seen(call.event_key, body)
         return call.bridge
 
     def _media_timeout(self, call: AppCall, leg: str, why: str) -> None:

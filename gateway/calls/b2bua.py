@@ -336,6 +336,8 @@ class B2BUA:
         self.auth = TrunkAuth(self)
         self.registrar = Registrar(self)  # [sip] users' bindings (gateway.calls.registrar)
         self.user_trunks: dict[str, Trunk] = {}  # their bindings as trunks, by name
+        # every SDP a party sends, with its call's CDR key (the TURN usage's call: app.py)
+        self.sdp_seen: Callable[[str, bytes], None] = lambda key, body: None
         self.probes = TrunkProbes(self)
         self.provisionals = ReliableProvisionals(self)
         self.media = CallMedia(self, media)

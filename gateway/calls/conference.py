@@ -150,6 +150,7 @@ class Conferences:
             on_timeout=lambda leg, why: apps._media_timeout(room, leg, why),
             on_speakers=lambda legs: apps.speakers_changed(room, legs),
             mode=settings.mode or b2b.config.media.conference_mode)
+        room.bridge.on_sdp = lambda body: b2b.sdp_seen(room.event_key, body)
         apps._register(room)
         self.rooms[name] = room
         now = b2b.stack.reactor.seconds()

@@ -92,6 +92,7 @@ class CallMedia:
     def offer(self, call: Call, side: str, body: bytes, *, to_leg: Leg | None = None,
               toward: Trunk | None = None) -> bytes:
         """``side``'s peer offers ``body``: what to send the other side (MediaRefused)."""
+        self.b2bua.sdp_seen(call.id, body)
         session = call.media
         if session is None or not body:
             return self._passthrough(body, to_leg)
@@ -105,6 +106,7 @@ class CallMedia:
 
     def answer(self, call: Call, side: str, body: bytes, *, to_leg: Leg | None = None) -> bytes:
         """``side``'s peer answers ``body``: what to send the offerer (MediaRefused)."""
+        self.b2bua.sdp_seen(call.id, body)
         session = call.media
         if session is None or not body:
             return self._passthrough(body, to_leg)

@@ -168,6 +168,7 @@ class Bridge:
         self.sfu = (SfuPath(self._media, self.mixer.held, mixed, manager.config, 8000)
                     if mode == "sfu" else None)
         self.dominant_changes = 0
+        self.on_sdp: Callable[[bytes], None] | None = None  # every SDP a party sends
         self.shared_encodes = 0  # frames encoded once for several listeners
         self.cname = f"acs-gateway-{random_hex(4)}".encode()
         self.ticks = 0
@@ -202,6 +203,8 @@ class Bridge:
 
     def answer(self, leg: str, sdp: bytes) -> None:
         """The peer's answer to the gateway's last offer toward ``leg`` (BridgeError 488)."""
+        if self.on_sdp is not None:
+            self._call(self.on_sdp, sdp)
         mine = self._leg(leg)
         side = mine.side
         if side.offered is None:
@@ -220,6 +223,8 @@ class Bridge:
 
     def accept(self, leg: str, sdp: bytes, codecs: Sequence[str], srtp: str) -> bytes:
         """An inbound leg's offer (or a leg's re-INVITE): the gateway's answer."""
+        if self.on_sdp is not None:
+            self._call(self.on_sdp, sdp)
         policy = _policy(codecs, srtp)
         mine = self._legs.get(leg)
         side = mine.side if mine is not None else Side(policy)

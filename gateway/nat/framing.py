@@ -29,14 +29,18 @@ __all__ = [
 
 # --- TURN ChannelData (RFC 8656 section 12) ---------------------------------------------------
 
+# RFC 8656 section 12 allows 0x4000-0x4FFF and reserves the rest; RFC 5766 section 11 allowed
+# 0x4000-0x7FFF, and RFC 5766 clients use it (coturn's turnutils_uclient picks numbers in all of
+# it; coturn's server accepts it). A server compatible with both accepts the RFC 5766 range:
+# every first octet 0x40-0x7F is ChannelData on a TURN socket, where nothing else is carried.
 CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF
+CHANNEL_MAX = 0x7FFF
 _CHANNEL_HEADER = struct.Struct("!HH")
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelData:
-    """A ChannelData message: channel number 0x4000-0x4FFF, 16-bit length, application data,
+    """A ChannelData message: channel number 0x4000-0x7FFF, 16-bit length, application data,
     padded to a multiple of 4 over TCP (RFC 8656 section 12.5)."""
 
     channel: int
@@ -44,7 +48,7 @@ class ChannelData:
 
     def __post_init__(self) -> None:
         if not CHANNEL_MIN <= self.channel <= CHANNEL_MAX:
-            raise ValueError(f"ChannelData channel 0x{self.channel:04x} is not in 0x4000-0x4FFF")
+            raise ValueError(f"ChannelData channel 0x{self.channel:04x} is not in 0x4000-0x7FFF")
         if len(self.data) > 0xFFFF:
             raise ValueError(f"ChannelData of {len(self.data)} octets is too long")
 
@@ -61,7 +65,7 @@ class ChannelData:
             raise ValueError("ChannelData is shorter than its 4-octet header")
         channel, length = _CHANNEL_HEADER.unpack_from(data)
         if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
-            raise ValueError(f"ChannelData channel 0x{channel:04x} is not in 0x4000-0x4FFF")
+            raise ValueError(f"ChannelData channel 0x{channel:04x} is not in 0x4000-0x7FFF")
         end = 4 + length
         padded = end + (-length % 4)
         if len(data) < (padded if stream else end):

@@ -164,7 +164,7 @@ class TurnServer:
             if not data:
                 return self._dropped(NOT_STUN)
             first = data[0]
-            if 0x40 <= first <= 0x4F:
+            if 0x40 <= first <= 0x7F:  # ChannelData, RFC 5766's channel range (framing.py)
                 return self._udp_channel_data(data, client, server, now)
             if first > 3:  # RFC 7983: neither STUN nor ChannelData
                 return self._dropped(NOT_STUN)

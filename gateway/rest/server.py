@@ -8,7 +8,10 @@ applies repeatability (gateway.rest.repeat) when the request carries its headers
 charset=utf-8``, nothing on 204, ``x-ms-client-request-id`` echoed. A RestError becomes its
 status and error body; any other exception is logged and answered 500 "InternalError" (the SDK
 retries POSTs on 500, which repeatability makes safe). ``GET /recordings/{id}`` (same HMAC, no
-api-version) streams ``Api.recording_file(id)`` as audio/wav. :func:`listen` serves HTTPS only.
+api-version) streams ``Api.recording_file(id)`` as audio/wav. ``POST
+/networkTraversal/:issueRelayConfiguration`` (same HMAC, its own api-version) is answered by the
+:class:`~gateway.rest.relayconfig.RelayIssuer` given as ``relay`` (404 without one), not by the
+Api. :func:`listen` serves HTTPS only.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from twisted.web.client import FileBodyProducer
 from twisted.web.resource import Resource
 
 from gateway.config import RestConfig
+from gateway.rest import relayconfig
 from gateway.rest.errors import RestError
 from gateway.rest.hmac import DEFAULT_SKEW, origin_form, parse_http_date, verify
+from gateway.rest.relayconfig import RelayIssuer
 from gateway.rest.repeat import Answer, RepeatStore
 from gateway.tlsutil import server_options
 
@@ -76,7 +81,10 @@ _ROUTES: Final = tuple((re.compile(pattern), methods) for pattern, methods in (
     (f"{_RECORDING}:pause", {"POST": "pause_recording"}),
     (f"{_RECORDING}:resume", {"POST": "resume_recording"}),
     ("/recordings/(?P<recording>[^/]+)", {"GET": DOWNLOAD}),
+    ("/networkTraversal/(?::|%3[Aa])issueRelayConfiguration", {"POST": relayconfig.OP}),
 ))  # fmt: skip
+#: Routes whose api-version differs from API_VERSIONS (op -> the versions it accepts).
+_OP_API_VERSIONS: Final = {relayconfig.OP: relayconfig.API_VERSIONS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +158,11 @@ class RestResource(Resource):
     isLeaf = True
 
     def __init__(self, api: Api, access_key: bytes, clock: IReactorTime, *,
-                 repeat: RepeatStore | None = None, skew: float = DEFAULT_SKEW) -> None:
+                 repeat: RepeatStore | None = None, skew: float = DEFAULT_SKEW,
+                 relay: RelayIssuer | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.api = api
+        self.relay = relay
         self.access_key = access_key
         self.clock = clock
         self.repeat = RepeatStore() if repeat is None else repeat
@@ -181,7 +191,7 @@ class RestResource(Resource):
         found = route(method, path)
         if found.op == DOWNLOAD:
             return self._download(request, found.ids["recording"])
-        _check_api_version(query)
+        _check_api_version(query, _OP_API_VERSIONS.get(found.op, API_VERSIONS))
         parsed = _parse_json(body)
         ticket = self.repeat.begin(
             headers.get("repeatability-request-id"), headers.get("repeatability-first-sent"),
@@ -197,6 +207,8 @@ class RestResource(Resource):
     def _execute(self, request: server.Request, found: Route,
                  body: Mapping[str, object] | None) -> Answer:
         try:
+            if found.op == relayconfig.OP:
+                return _reply_answer(self._relay(body))
             return _reply_answer(self.api.handle(found.op, found.ids, body))
         except RestError as err:
             log.info("%s: %s %s refused: %s", _context(request), found.op, dict(found.ids), err)
@@ -204,6 +216,11 @@ class RestResource(Resource):
         except Exception:
             log.exception("%s: %s %s failed", _context(request), found.op, dict(found.ids))
             return _internal_error()
+
+    def _relay(self, body: Mapping[str, object] | None) -> Reply:
+        if self.relay is None:
+            raise RestError(404, "NotFound", "No TURN relay configuration is served here.")
+        return Reply(200, self.relay.issue(body, self.clock.seconds()))
 
     def _download(self, request: server.Request, recording_id: str) -> bytes | int:
         path = self.api.recording_file(recording_id)
@@ -250,21 +267,23 @@ class _Site(server.Site):
         log.debug("%s -> %s", _context(request), request.code)
 
 
-def make_site(api: Api, access_key: bytes, reactor: Any) -> server.Site:
-    """The twisted.web Site serving the REST surface (`access_key` is the decoded key)."""
+def make_site(api: Api, access_key: bytes, reactor: Any, *,
+              relay: RelayIssuer | None = None) -> server.Site:
+    """The twisted.web Site serving the REST surface (`access_key` is the decoded key;
+    `relay` answers the TURN relay configuration route)."""
     return _Site(  # type: ignore[no-untyped-call]
-        RestResource(api, access_key, reactor), requestFactory=_Request,
+        RestResource(api, access_key, reactor, relay=relay), requestFactory=_Request,
         parsePOSTFormSubmission=False, timeout=IDLE_TIMEOUT, reactor=reactor)
 
 
 def listen(reactor: Any, rest: RestConfig, cert: Path, tls_key: Path, api: Api,
-           access_key: bytes) -> IListeningPort:
+           access_key: bytes, *, relay: RelayIssuer | None = None) -> IListeningPort:
     """Serve the REST surface over HTTPS (only) on [rest] listen with the [tls] pair.
 
     TLS is layered by hand rather than with listenSSL so that its write buffering runs on
     `reactor` too (listenSSL's uses the global reactor), keeping the adapter reactor-agnostic.
     """
-    site = make_site(api, access_key, reactor)
+    site = make_site(api, access_key, reactor, relay=relay)
     options: Any = server_options(cert, tls_key)  # typed `object` by gateway.tlsutil
     tls = TLSMemoryBIOFactory(options, False, site, clock=reactor)
     port: IListeningPort = reactor.listenTCP(rest.listen.port, tls, interface=rest.listen.host)
@@ -292,12 +311,12 @@ def _body(request: server.Request) -> bytes:
     return data
 
 
-def _check_api_version(query: str) -> None:
+def _check_api_version(query: str, accepted: frozenset[str]) -> None:
     pairs = parse_qsl(query, keep_blank_values=True)
     versions = [value for name, value in pairs if name == "api-version"]
-    if len(versions) != 1 or versions[0] not in API_VERSIONS:
+    if len(versions) != 1 or versions[0] not in accepted:
         given = ", ".join(v[:32] for v in versions) or "(missing)"
-        known = ", ".join(sorted(API_VERSIONS))
+        known = ", ".join(sorted(accepted))
         raise RestError(400, "UnsupportedApiVersion",
                         f"api-version {given} is not supported; supported: {known}.")
 

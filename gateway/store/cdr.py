@@ -2,7 +2,9 @@
 
 The schema is DESIGN.md's ("Contract details" → CDRs) plus ``cdr_calls.transfer`` and
 ``cdr_calls.legs`` and ``cdr_legs.sip_call_id``; ``turn_usage`` is created here too so that the
-schema is whole, and is written by the TURN server. Times are UTC epoch seconds (REAL).
+schema is whole, and is written by the TURN server (``turn_usage``: one row per ended
+allocation, queued like the rest and written by the same flushes). Times are UTC epoch seconds
+(REAL).
 Schema version 1 (``PRAGMA user_version``); creating it is idempotent.
 
 The recording methods (``call_started``, ``leg_*``, ``call_answered``, ``call_ended``) only update
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeAlias
@@ -214,6 +217,24 @@ def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
 
 
 _CALL_UPSERT: Final = _upsert("cdr_calls", CALL_COLUMNS, ("call_id",))
+_TURN_INSERT: Final = (
+    f"INSERT INTO turn_usage ({', '.join(TURN_USAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(TURN_USAGE_COLUMNS))})"
+)
+# turn_usage columns and the types each accepts (None only for call_id).
+_TURN_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "username": (str,),
+    "relay": (str,),
+    "client": (str,),
+    "transport": (str,),
+    "started": (int, float),
+    "ended": (int, float),
+    "bytes_in": (int,),
+    "bytes_out": (int,),
+    "packets_in": (int,),
+    "packets_out": (int,),
+    "call_id": (str, type(None)),
+}
 _LEG_UPSERT: Final = _upsert("cdr_legs", LEG_COLUMNS, ("call_id", "leg_id"))
 
 _Row: TypeAlias = tuple[str | float | int | None, ...]
@@ -358,6 +379,7 @@ class CdrStore:
         self._dirty: dict[str, None] = {}  # call_ids the next flush writes, oldest first
         self._final: dict[str, None] = {}  # queued final records, oldest first (droppable)
         self._final_rows = 0
+        self._turn: list[_Row] = []  # turn_usage rows the next flush inserts, oldest first
         self._failures = 0  # failed attempts (open or flush) in a row
         self._dropping = False  # dropped records since the last successful flush
         self._closed = False
@@ -503,12 +525,33 @@ class CdrStore:
         call.transfer = transfer
         self._touch(call)
 
+    def turn_usage(self, row: Mapping[str, str | float | int | None]) -> None:
+        """An ended TURN allocation: ``row`` has the TURN_USAGE_COLUMNS (``call_id`` may be
+        absent or None; other keys are ignored, e.g. ``TurnUsage.row()``'s). Queued for the next
+        flush; beyond ``max_pending`` queued rows the oldest is dropped (counted in ``dropped``).
+        """
+        values: list[str | float | int | None] = []
+        for name, kinds in _TURN_TYPES.items():
+            value = row.get(name)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise TypeError(f"turn_usage {name} must be {kinds[0].__name__}, not {value!r}")
+            if name in ("started", "ended") and isinstance(value, int):
+                value = float(value)
+            values.append(value)
+        self._turn.append(tuple(values))
+        if len(self._turn) > self.max_pending:
+            del self._turn[0]
+            self.dropped += 1
+            if not self._dropping:
+                log.error("cdr: queue for %s full: dropped a turn_usage row", self.path)
+            self._dropping = True
+
     # --- writing -------------------------------------------------------------------------------
 
     @property
     def pending(self) -> int:
-        """Rows (calls and legs) the next flush writes."""
-        return sum(self._calls[call_id].rows for call_id in self._dirty)
+        """Rows (calls, legs and TURN usage) the next flush writes."""
+        return sum(self._calls[call_id].rows for call_id in self._dirty) + len(self._turn)
 
     def flush(self) -> int:
         """Write everything queued in one transaction; return the rows written (0 on failure).
@@ -516,7 +559,7 @@ class CdrStore:
         Never raises a database error: a failure is logged and the queue kept for the next
         flush (see the module docstring for how it stays bounded).
         """
-        if not self._dirty:
+        if not self._dirty and not self._turn:
             return 0
         if self._closed or self.read_only:
             log.error(
@@ -528,15 +571,17 @@ class CdrStore:
         calls = [self._calls[call_id] for call_id in self._dirty]
         call_rows = [call.row() for call in calls if call.known]
         leg_rows = [leg.row(call.call_id) for call in calls for leg in call.legs.values()]
+        turn_rows = self._turn
         try:
             if self._db is None:
                 self._db = self._connect()
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(_CALL_UPSERT, call_rows)
             self._db.executemany(_LEG_UPSERT, leg_rows)
+            self._db.executemany(_TURN_INSERT, turn_rows)
             self._db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
-            self._write_failed(exc, calls, len(call_rows) + len(leg_rows))
+            self._write_failed(exc, calls, len(call_rows) + len(leg_rows) + len(turn_rows))
             return 0
         if self._failures:
             log.warning(
@@ -553,7 +598,8 @@ class CdrStore:
         self._dirty.clear()
         self._final.clear()
         self._final_rows = 0
-        return len(call_rows) + len(leg_rows)
+        self._turn = []
+        return len(call_rows) + len(leg_rows) + len(turn_rows)
 
     def close(self) -> None:
         """Flush, then close the database."""
@@ -658,7 +704,7 @@ class CdrStore:
             exc,
             len(calls),
             rows,
-            calls[0].call_id,
+            calls[0].call_id if calls else "(none, TURN usage only)",
             self._failures,
             self.dropped,
         )

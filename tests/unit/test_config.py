@@ -125,7 +125,7 @@ def test_every_key_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
             callback_ca = "ca.pem"
             [turn]
             enabled = false
-            listen = ["tls:127.0.0.1:5349"]
+            listen = ["tcp:127.0.0.1:5349"]
             advertise = ["udp:turn.example.org:3478"]
             realm = "r"
             relay_address = "127.0.0.2"

@@ -807,7 +807,7 @@ def test_channel_data_on_an_unbound_channel_is_dropped(server: TurnServer) -> No
     assert server.counters["drop_no_channel"] == 1
 
 
-@pytest.mark.parametrize("number", [0x0000, 0x3FFF, 0x5000, 0xFFFF])
+@pytest.mark.parametrize("number", [0x0000, 0x3FFF, 0x8000, 0xFFFF])
 def test_channel_number_out_of_range_is_400(server: TurnServer, number: int) -> None:
     client, _ = allocated(server)
     assert error(client.bind(number, PEER)) == 400
@@ -1165,3 +1165,18 @@ def test_auth_counters(server: TurnServer) -> None:
     counters = server.counters
     assert (counters["auth_challenges"], counters["auth_failures"]) == (1, 1)
     assert counters["error_401"] == 2
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("number", [0x5000, 0x7FFF])
+def test_rfc5766_channel_numbers_bind_and_relay(transport: str, number: int) -> None:
+    """RFC 5766 section 11 allowed channels 0x4000-0x7FFF, and its clients use the whole range
+    (coturn's turnutils_uclient picks numbers at random in it): they bind and relay both ways,
+    over UDP and over TCP, as RFC 8656's 0x4000-0x4FFF do."""
+    server, _ = make_server()
+    client, relay = allocated(server, transport=transport)
+    ok(client.bind(number, PEER), Method.CHANNEL_BIND)
+    assert list(client.channel_data(number, b"abcde")) == [ToPeer(relay, PEER, b"abcde")]
+    (out,) = server.on_peer(relay, b"12345", PEER, T0)
+    assert isinstance(out, ToClient)
+    assert out.data == ChannelData(number, b"12345").encode(pad=transport == "tcp")
