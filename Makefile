@@ -17,7 +17,7 @@ CONFIG ?= conf/gateway.toml
 # TURNSERVER_ENABLED unset; where systemd starts it anyway, on 3478, nothing here uses it: the
 # tests and the bench run their own servers on free ports). iptables: NAT topologies (netns).
 DEB_NEEDS := sipp:sip-tester baresip:baresip-core espeak-ng:espeak-ng \
-	turnutils_uclient:coturn iptables:iptables
+	turnutils_uclient:coturn iptables:iptables ip:iproute2 sysctl:procps
 # What `make bench` needs beside those.
 DEB_BENCH :=
 # Shared libraries loaded at run time (opuslib finds libopus with ctypes), as SONAME:PACKAGE.
