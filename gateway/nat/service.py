@@ -32,7 +32,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -54,6 +53,7 @@ from gateway.nat.allocation import (
 from gateway.nat.credentials import TurnAuth
 from gateway.nat.server import TurnServer
 from gateway.nat.stun import Address
+from gateway.sip.transport import grow_buffers
 
 __all__ = ["RelayPorts", "TurnService", "canonical", "settings_from_config"]
 
@@ -65,6 +65,8 @@ _LOGGED_ERRORS = 5
 _BIND_ATTEMPTS = 16
 #: Socket buffers asked for on the client UDP sockets, which carry every client's traffic.
 _UDP_BUFFER = 4 * 1024 * 1024
+#: ...and on each relay socket (a burst toward one client is not dropped by the kernel).
+_RELAY_BUFFER = 512 * 1024
 _DEFAULTS = TurnSettings()
 
 
@@ -191,7 +193,7 @@ class TurnService:
                         interface=listen.host,
                         maxPacketSize=65535,
                     )
-                    _grow_buffers(port.socket, _UDP_BUFFER)
+                    grow_buffers(port.socket, _UDP_BUFFER)
                     bound = canonical((port.getHost().host, port.getHost().port))
                     port.protocol.server_address = bound
                     self._udp[bound] = port
@@ -398,6 +400,7 @@ class TurnService:
             self.ports.give_back(port)
             return False
         self.ports.take(port)
+        grow_buffers(listening.socket, _RELAY_BUFFER)
         self._relays[address] = (listening, self._sender(listening))
         return True
 
@@ -419,13 +422,6 @@ class TurnService:
 
         return send
 
-
-def _grow_buffers(sock: socket.socket, size: int) -> None:
-    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, size)
-        except OSError as exc:
-            log.debug("turn: cannot set a %d-byte socket buffer: %s", size, exc)
 
 
 # --- Twisted protocols (thin shells) ---------------------------------------------------------

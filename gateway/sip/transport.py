@@ -79,7 +79,7 @@ class LocalAddress:
         return f"{host}:{self.port}"
 
 
-def _grow_buffers(sock: socket.socket, size: int) -> None:
+def grow_buffers(sock: socket.socket, size: int) -> None:
     """Ask for ``size``-byte socket buffers so bursts are not dropped by the kernel.
 
     SO_RCVBUFFORCE (root) passes the rmem_max cap; otherwise the kernel clamps.
@@ -152,7 +152,7 @@ class SipStack:
     def listen(self, transport: str, host: str, port: int) -> LocalAddress:
         if transport == "udp":
             listener = self.reactor.listenUDP(port, SipDatagramProtocol(self), interface=host)
-            _grow_buffers(listener.getHandle(), self.udp_buffer)
+            grow_buffers(listener.getHandle(), self.udp_buffer)
             self._udp["6" if ":" in host else "4"] = listener
         elif transport == "tcp":
             listener = self.reactor.listenTCP(port, SipStreamFactory(self, "tcp"), interface=host)
