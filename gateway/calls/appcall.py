@@ -622,7 +622,11 @@ class AppCalls:
             return
         if method == "INVITE" and call.bridge is not None and req.body:
             try:
-                sdp = call.bridge.accept(party.name, req.body, (), "optional")
+                trunk = (b2b.trunks.get(party.trunk or "")
+                         or b2b.user_trunks.get(party.trunk or ""))
+                codecs = trunk.codecs if trunk is not None else b2b.config.sip.user_codecs
+                srtp = trunk.srtp if trunk is not None else b2b.config.sip.user_srtp
+                sdp = call.bridge.accept(party.name, req.body, codecs, srtp)
             except BridgeError as exc:
                 b2b._respond(txn, exc.status, None, (("Warning", f'399 gateway "{exc.text}"'),),
                              to_tag=party.local_tag)

@@ -84,6 +84,9 @@ ALLOWED = frozenset(
 )
 ALLOW_HEADER = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, INFO, UPDATE, MESSAGE, NOTIFY, REFER"
 SUPPORTED: frozenset[str] = frozenset({"100rel", "timer"})
+# Identity headers a registered user may not set on its own calls (it calls as itself)
+_ASSERTED_IDENTITY = frozenset(
+    {"p-asserted-identity", "p-preferred-identity", "remote-party-id", "privacy"})
 
 # Headers the B2BUA writes itself on each leg; every other header is copied.
 OWNED = frozenset(
@@ -678,13 +681,19 @@ class B2BUA:
             else:
                 self._next_attempt(call, 488, exc.text)
             return
+        copied = [f for f in a_req.fields if f[0] not in OWNED]
+        user = user_of(call.trunk_in.trunk.name) if call.trunk_in is not None else None
+        identity = (caller.uri.user or "anonymous", caller.display)
+        if user is not None:  # a registered user calls as itself, whatever its From says
+            identity = (user, caller.display)
+            copied = [f for f in copied if f[0] not in _ASSERTED_IDENTITY]
         b, txn = self.outbound_invite(
             call, trunk, call.number,
             cdr_id=f"b{call.attempt + 1}",
-            caller=(caller.uri.user or "anonymous", caller.display),
+            caller=identity,
             max_forwards=DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1,
             body=body,
-            copied=[f for f in a_req.fields if f[0] not in OWNED],
+            copied=copied,
             timers=True,
             purpose="invite",
         )

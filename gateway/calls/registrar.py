@@ -25,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -56,6 +57,7 @@ MIN_EXPIRES = 60
 MAX_EXPIRES = 7200
 MAX_BINDINGS = 10  # per user
 SWEEP = 10.0
+_EXPIRES = re.compile(r"[0-9]{1,10}")  # delta-seconds (RFC 3261 25.1), ASCII digits only
 
 
 @dataclass(slots=True)
@@ -144,7 +146,7 @@ class Registrar:
         default = DEFAULT_EXPIRES
         header = req.get("expires")
         if header is not None:
-            if not header.strip().isdigit():
+            if not _EXPIRES.fullmatch(header.strip()):
                 return 400, "Bad Expires", []
             default = int(header.strip())
         call_id, cseq = req.call_id, req.cseq.seq
@@ -162,7 +164,9 @@ class Registrar:
         changes: list[tuple[str, int, float]] = []
         for contact in req.contacts:
             text = get_param(contact.params, "expires")
-            expires = int(text) if text is not None and text.isdigit() else default
+            if text is not None and not _EXPIRES.fullmatch(text):
+                return 400, "Bad expires parameter", []
+            expires = int(text) if text is not None else default
             if 0 < expires < MIN_EXPIRES:
                 self.refused += 1
                 return 423, "Interval Too Brief", [("Min-Expires", str(MIN_EXPIRES))]

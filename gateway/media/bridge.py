@@ -60,6 +60,7 @@ UNMIXED_CHANNELS = 5  # an unmixed recording's channels by default (ACS: channel
 _FLUSH_TICKS = 25  # recorded frames buffered before a write (0.5 s)
 _HELD = frozenset({"sendonly", "inactive"})
 _DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
+_EXTMAP_IDS = frozenset(str(n) for n in range(1, 15))  # RFC 8285 one-byte form
 
 
 class BridgeError(Exception):
@@ -645,7 +646,7 @@ def _level_ext(peer: neg.PeerMedia) -> int | None:
         parts = value.split()
         if len(parts) >= 2 and parts[1] == AUDIO_LEVEL_URI:
             number = parts[0].split("/", 1)[0]
-            if number.isdigit() and 1 <= int(number) <= 14:
+            if number in _EXTMAP_IDS:
                 return int(number)
     return None
 

@@ -11,9 +11,9 @@ sends from then on, which is what makes a peer behind NAT reachable, or a peer t
 gets through a TURN relay.
 
 Invariants:
-- A check is answered only when its USERNAME is "OURUFRAG:THEIRS" and its MESSAGE-INTEGRITY
-  verifies with our password (else 401 or 400, signed when the integrity was right; a check
-  failing integrity gets an unsigned 401, no larger than the request: no amplification).
+- A check is answered only when its MESSAGE-INTEGRITY verifies with our password; a signed
+  check with another USERNAME than "OURUFRAG:THEIRS" gets a signed 400; an unsigned or
+  wrongly signed one gets nothing (no response to spoofed sources: no amplification).
 - Our ufrag/pwd stay the same for the leg until the peer restarts ICE (its ufrag changes).
 - Nothing here raises on any datagram: a malformed one is None (counted by the caller).
 """
@@ -90,9 +90,12 @@ class IceLite:
             signed = stun.check_integrity(data, key)
         except ValueError:
             return None, False
-        if not signed or username is None or username.split(":", 1)[0] != self.ufrag:
+        if not signed:  # no or a wrong MESSAGE-INTEGRITY: silence (nothing to amplify)
             self.refused += 1
-            return _error(request, 401 if not signed else 400, None), False
+            return None, False
+        if username is None or username.split(":", 1)[0] != self.ufrag:
+            self.refused += 1
+            return _error(request, 400, key), False
         self.checks += 1
         response = stun.Message(stun.Method.BINDING, stun.Class.SUCCESS,
                                 request.transaction_id)

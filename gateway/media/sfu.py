@@ -36,6 +36,8 @@ __all__ = ["Forwarder"]
 _SEQ_MOD: Final = 1 << 16
 _SEQ_HALF: Final = 1 << 15
 _TS_MOD: Final = 1 << 32
+#: A jump of the source's sequence numbers this large is a restart, not loss or reordering.
+_RESTART: Final = 1000
 
 
 def _random(nbytes: int) -> int:
@@ -173,6 +175,10 @@ class Forwarder:
         data = bytes(payload)
         out: list[tuple[str, bytes]] = []
         for slot in routes:
+            if not slot.fresh:
+                step = (seq - slot.src_seq + _SEQ_HALF) % _SEQ_MOD - _SEQ_HALF
+                if not -_RESTART < step < _RESTART:  # the source restarted its numbering
+                    slot.fresh = True
             if slot.fresh:
                 out_seq = (slot.seq + 1) % _SEQ_MOD
                 if slot.sent is None:
@@ -203,6 +209,12 @@ class Forwarder:
         return out
 
     # --- status ------------------------------------------------------------------------------
+
+    def restart_source(self, source: str) -> None:
+        """``source`` starts numbering afresh (a new SSRC, a new encoder): each slot that
+        carries it continues its own numbering from the next packet, as at a switch."""
+        for slot in self._routes.get(source, ()):
+            slot.fresh = True
 
     def slots_of(self, receiver: str) -> dict[int, str]:
         """ssrc -> source of the receiver's occupied slots (for tests and status)."""

@@ -112,6 +112,8 @@ class SfuPath:
         """The room's rate changed: the room's own encoders start again at it."""
         if rate != self._rate:
             self._rate = rate
+            for source in self._uplinks:
+                self.forwarder.restart_source(source)
             self._uplinks.clear()
 
     # ------------------------------------------------------------------ per packet
@@ -192,6 +194,7 @@ class SfuPath:
             settings = encoder_settings(parse_fmtp(None), input_rate=self._rate,
                                         bitrate=self._config.opus_bitrate,
                                         complexity=self._config.opus_complexity)
+            self.forwarder.restart_source(source)
             uplink = self._uplinks[source] = _Uplink(OpusEncoder.from_settings(settings),
                                                      int(random_hex(2), 16),
                                                      int(random_hex(4), 16), now)

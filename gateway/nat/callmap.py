@@ -19,9 +19,10 @@ from collections.abc import Callable
 __all__ = ["MAX_ENTRIES", "CallMap", "relay_addresses"]
 
 MAX_ENTRIES = 100_000
-_CANDIDATE = re.compile(rb"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ relay", re.I | re.M)
+_CANDIDATE = re.compile(rb"^a=candidate:\S+ \d{1,3} udp \d{1,10} (\S+) (\d{1,5}) typ relay",
+                        re.I | re.M)
 _CONNECTION = re.compile(rb"^c=IN IP[46] ([^\s/]+)", re.M)
-_MEDIA = re.compile(rb"^m=audio (\d+) ", re.M)
+_MEDIA = re.compile(rb"^m=audio (\d{1,5}) ", re.M)
 
 
 def relay_addresses(body: bytes) -> set[tuple[str, int]]:
@@ -42,9 +43,14 @@ class CallMap:
         self._calls: OrderedDict[tuple[str, int], str] = OrderedDict()
 
     def note(self, call_key: str, body: bytes) -> None:
+        """Never raises: it runs where a call's SDP crosses the gateway."""
         if not body:
             return
-        for address in relay_addresses(body):
+        try:
+            addresses = relay_addresses(body)
+        except ValueError:
+            return
+        for address in addresses:
             if self.is_relay(address):
                 self._calls[address] = call_key
                 self._calls.move_to_end(address)

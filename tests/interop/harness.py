@@ -157,6 +157,26 @@ def free_port(kind: PortKind = "udp") -> int:
         return port
 
 
+def free_media_ports(count: int = 4, attempts: int = 200) -> int:
+    """The first of ``count`` consecutive UDP ports free on 127.0.0.1: SIPp's ``-mp N`` binds
+    N and N+2 (audio and video RTP) and their RTCP ports, not only N."""
+    for _ in range(attempts):
+        first = free_port()
+        socks: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return first
+    raise HarnessError(f"no {count} consecutive UDP ports free after {attempts} attempts")
+
+
 def free_port_pair(attempts: int = 200) -> int:
     """A port number free on 127.0.0.1 for both UDP and TCP (SIP and TURN listen on both)."""
     for _ in range(attempts):

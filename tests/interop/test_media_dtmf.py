@@ -34,6 +34,7 @@ from .harness import (
     GatewayProcess,
     SippServer,
     TrunkSpec,
+    free_media_ports,
     free_port,
     port_in_use,
     route_all_dialplan,
@@ -440,7 +441,7 @@ def test_events_relayed_with_payload_types_mapped_through_sipp_echo(
 ) -> None:
     """The caller's telephone-event is 101, SIPp's 96 (uas_event96.xml, -rtp_echo): the
     digits go out to SIPp and come back to the caller at 101, packet for packet."""
-    echo = sipp_server("uas_event96", extra_args=["-rtp_echo", "-mp", str(free_port())])
+    echo = sipp_server("uas_event96", extra_args=["-rtp_echo", "-mp", str(free_media_ports())])
     gw = gateway_factory(trunks=[TrunkSpec("echo", echo.port)],
                          dialplan=route_all_dialplan(["echo"]), extra_config=media_config())
     caller, rtp = recording_caller(gw)

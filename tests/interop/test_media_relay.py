@@ -18,7 +18,7 @@ from typing import Any
 
 from .audio import dominant_frequency
 from .conftest import GatewayFactory, SippServerFactory
-from .harness import GatewayProcess, TrunkSpec, free_port, route_all_dialplan
+from .harness import GatewayProcess, TrunkSpec, free_media_ports, free_port, route_all_dialplan
 from .rawsip import RawUac, Reply
 from .rtppeer import RtpPeer, rtp_packet, sdp_media_address, sdp_offer, tone, ulaw_encode
 
@@ -93,7 +93,7 @@ class Caller:
 
 def echo_gateway(gateway_factory: GatewayFactory, sipp_server: SippServerFactory,
                  **kwargs: Any) -> GatewayProcess:
-    echo = sipp_server("uas", extra_args=["-rtp_echo", "-mp", str(free_port())])
+    echo = sipp_server("uas", extra_args=["-rtp_echo", "-mp", str(free_media_ports())])
     return gateway_factory(trunks=[TrunkSpec("echo", echo.port)],
                            dialplan=route_all_dialplan(["echo"]), **kwargs)
 
@@ -244,7 +244,7 @@ def test_srtp_leg_rekeyed_and_wrong_keys_dropped(
 
     import pylibsrtp
 
-    echo = sipp_server("uas", extra_args=["-rtp_echo", "-mp", str(free_port())])
+    echo = sipp_server("uas", extra_args=["-rtp_echo", "-mp", str(free_media_ports())])
     gw = gateway_factory(
         trunks=[
             TrunkSpec("phones", free_port(), extra={"srtp": "mandatory"}),

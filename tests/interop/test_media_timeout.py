@@ -17,7 +17,13 @@ import time
 
 from .audio import dominant_frequency
 from .conftest import GatewayFactory, SippServerFactory
-from .harness import GatewayProcess, SippServer, TrunkSpec, free_port, route_all_dialplan
+from .harness import (
+    GatewayProcess,
+    SippServer,
+    TrunkSpec,
+    free_media_ports,
+    route_all_dialplan,
+)
 from .rtppeer import sdp_offer
 from .test_media_dtmf import (
     RawUas,
@@ -37,7 +43,7 @@ TIMEOUT = 2  # [media] timeout of these tests, seconds
 
 def echo_gateway(gateway_factory: GatewayFactory, sipp_server: SippServerFactory, **media: object
                  ) -> tuple[GatewayProcess, SippServer]:
-    echo = sipp_server("uas", extra_args=["-rtp_echo", "-mp", str(free_port())])
+    echo = sipp_server("uas", extra_args=["-rtp_echo", "-mp", str(free_media_ports())])
     gw = gateway_factory(trunks=[TrunkSpec("echo", echo.port)],
                          dialplan=route_all_dialplan(["echo"]),
                          extra_config=media_config(**media))

@@ -55,7 +55,7 @@ from azure.core.exceptions import HttpResponseError
 from .acs import EventReceiver, type_matches, write_tone_wav
 from .audio import dominant_frequency
 from .conftest import GatewayFactory, SippClient, SippServerFactory
-from .harness import SippServer, TrunkSpec, free_port
+from .harness import SippServer, TrunkSpec, free_media_ports, free_port
 from .rtppeer import ulaw_decode
 from .test_media_dtmf import RecordingPeer, free_media_range, parse_request, response_to
 from .test_media_relay import Caller
@@ -820,7 +820,7 @@ def test_app_hang_up_leaves_two_parties_joined_until_one_hangs_up(
     """SIPp's uas.xml (echoing RTP) is the create_call target, a scripted callee the added
     party: it sends a tone after the app left and must hear it back through the echoing
     party, then it hangs up and the gateway must BYE the other."""
-    uas = sipp_server("uas", extra_args=["-trace_msg", "-rtp_echo", "-mp", str(free_port())])
+    uas = sipp_server("uas", extra_args=["-trace_msg", "-rtp_echo", "-mp", str(free_media_ports())])
     other = HangingUpCallee()
     try:
         app = make_midcall(receiver, callee_port=uas.port, other_port=other.port)

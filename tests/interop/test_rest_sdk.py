@@ -77,7 +77,14 @@ from .acs import (
 )
 from .audio import assert_tone, dominant_frequency
 from .conftest import GatewayFactory, SippServerFactory
-from .harness import SCENARIO_DIR, GatewayProcess, SippServer, TrunkSpec, free_port
+from .harness import (
+    SCENARIO_DIR,
+    GatewayProcess,
+    SippServer,
+    TrunkSpec,
+    free_media_ports,
+    free_port,
+)
 from .pcaptone import read_rtp_pcap, sipp_dtmf_pcap, write_tone_pcap
 from .rtppeer import ulaw_decode
 from .test_media_dtmf import RawUas, SipRequest, answer_sdp, free_media_range, wait_for
@@ -228,7 +235,7 @@ def start_carrier(
     """One SIPp call from 127.0.0.1:``port`` (the "carrier" trunk) to ``number`` at the
     gateway (or another ``host:port``), running in the background (stopped by PID at teardown
     at the latest)."""
-    args = ["-m", "1", "-s", number, "-mp", str(free_port()), "-trace_msg",
+    args = ["-m", "1", "-s", number, "-mp", str(free_media_ports()), "-trace_msg",
             "-timeout", f"{timeout_s}s", "-timeout_error"]
     if duration_ms is not None:
         args += ["-d", str(duration_ms)]

@@ -47,18 +47,20 @@ def test_a_valid_check_gets_a_signed_success_naming_its_source() -> None:
     assert nominated and ice.nominated == PEER
 
 
-def test_bad_checks_get_errors_never_larger_and_never_nominate() -> None:
+def test_bad_checks_get_no_answer_or_a_signed_400_and_never_nominate() -> None:
     ice = IceLite.new()
-    request = check(ice, pwd="not-the-password-at-all")
-    response, nominated = ice.handle(request, PEER)
+    # a wrong or missing MESSAGE-INTEGRITY: no answer at all (a spoofed source gets nothing)
+    assert ice.handle(check(ice, pwd="not-the-password-at-all", nominate=True), PEER) == (
+        None, False)
+    bare = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, stun.new_transaction_id())
+    assert ice.handle(bare.encode(), PEER) == (None, False)
+    # signed with our password but for another ufrag: a 400, signed
+    response, nominated = ice.handle(check(ice, username="someoneelse:peer"), PEER)
     assert response is not None and not nominated
-    assert stun.Message.parse(response).error_code().code == 401  # type: ignore[union-attr]
-    assert len(response) <= len(request)
-    response, _ = ice.handle(check(ice, username="someoneelse:peer"), PEER)
-    assert response is not None
     assert stun.Message.parse(response).error_code().code == 400  # type: ignore[union-attr]
+    assert stun.check_integrity(response, stun.short_term_key(ice.pwd))
     assert ice.handle(b"\x00\x01garbage", PEER) == (None, False)
-    assert ice.nominated is None and ice.checks == 0 and ice.refused == 2
+    assert ice.nominated is None and ice.checks == 0 and ice.refused == 3
 
 
 def test_the_lite_agent_sdp_lines() -> None:

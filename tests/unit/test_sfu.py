@@ -134,7 +134,7 @@ def test_reordering_after_the_switch_is_kept_and_older_packets_dropped() -> None
     forwarder.select({"a"}, 0.0)
     first = forward(forwarder, "a", 500, 0, 0.0)["r"]
     assert forwarder.forward("a", b"old", 499, 0, False, 0.01) == []
-    assert forwarder.forward("a", b"old", 65000, 0, False, 0.01) == []  # far before
+    assert forwarder.forward("a", b"old", 100, 0, False, 0.01) == []  # far before
     third = forward(forwarder, "a", 502, 2 * FRAME, 0.04)["r"]
     second = forward(forwarder, "a", 501, FRAME, 0.05)["r"]  # late, but after the switch
     assert [second.sequence, third.sequence] == [(first.sequence + n) % 65536 for n in (1, 2)]
@@ -162,13 +162,31 @@ def test_sequence_wraps_and_long_runs_stay_ahead() -> None:
     forwarder = one_receiver()
     forwarder.select({"a"}, 0.0)
     first = forward(forwarder, "a", 65534, 2**32 - FRAME, 0.0)["r"]
-    # (source seq, packets since the first): steps under 2**15 are always newer, so the slot
-    # follows past 2**15 and 2**16 packets instead of taking them for old ones
-    for n, ahead in enumerate([1, 2, 3, 30003, 60003, 90003, 120003], 1):
+    # (source seq, packets since the first): the slot follows past 2**15 and 2**16 packets
+    # (steps under the restart threshold) instead of taking them for old ones
+    for n, ahead in enumerate([1, 2, 3, *range(903, 120004, 900)], 1):
         seq, ts = (65534 + ahead) % 65536, (2**32 - FRAME + ahead * FRAME) % 2**32
         got = forward(forwarder, "a", seq, ts, n * 0.02)["r"]
         assert got.sequence == (first.sequence + ahead) % 65536
         assert got.timestamp == (first.timestamp + ahead * FRAME) % 2**32
+
+
+def test_a_source_restarting_its_numbering_continues_the_slot() -> None:
+    """A jump of 1000 or more sequence numbers (a new SSRC or encoder at the source, RFC 3550
+    lets it restart) is a restart: the slot goes on from its own last seq/ts, marked."""
+    forwarder = one_receiver()
+    forwarder.select({"a"}, 0.0)
+    first = forward(forwarder, "a", 40000, 5000, 0.0)["r"]
+    second = forward(forwarder, "a", 40001, 5000 + FRAME, 0.02)["r"]
+    restarted = forward(forwarder, "a", 7, 123, 0.04)["r"]  # behind by 39994: not "old"
+    assert restarted.sequence == (second.sequence + 1) % 65536 and restarted.marker
+    assert restarted.timestamp == (second.timestamp + FRAME) % 2**32
+    after = forward(forwarder, "a", 8, 123 + FRAME, 0.06)["r"]
+    assert after.sequence == (restarted.sequence + 1) % 65536
+    assert after.sequence == (first.sequence + 3) % 65536
+    forwarder.restart_source("a")
+    again = forward(forwarder, "a", 9, 123 + 2 * FRAME, 0.08)["r"]
+    assert again.sequence == (after.sequence + 1) % 65536 and again.marker
 
 
 def test_receiver_never_gets_its_own_stream() -> None:
