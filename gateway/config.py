@@ -37,7 +37,9 @@ The keys beyond DESIGN.md's example, all optional:
   0 = no cap, else at least 1500), max_lifetime (seconds an allocation may ask for, 600-86400,
   3600), nonce_lifetime (seconds before 438 Stale Nonce, 30-86400, 3600), max_permissions (peer
   addresses per allocation, 256), max_tcp_connections (TCP clients at once, 1024),
-  tcp_max_buffer (unsent bytes per TCP client before what is relayed to it is dropped, 262144).
+  tcp_max_buffer (unsent bytes per TCP client before what is relayed to it is dropped, 262144),
+  tcp_idle_timeout (seconds a TCP client may stay connected without a live allocation, 5-3600,
+  60: as coturn's max-allocate-timeout).
   [turn] listen takes udp: and tcp: addresses only.
 - [[trunk]] options_timeout (seconds, 2.0), options_fail_after (2), options_ok_after (1),
   max_calls (concurrent calls to and from the trunk, 0 = no limit), max_cps (new calls per
@@ -233,6 +235,7 @@ class TurnConfig:
     max_permissions: int = 256  # peer addresses per allocation (508 beyond)
     max_tcp_connections: int = 1024  # TCP client connections at once (more are closed)
     tcp_max_buffer: int = 262144  # unsent bytes per TCP client before its data is dropped
+    tcp_idle_timeout: int = 60  # seconds a TCP client may stay connected without an allocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -659,6 +662,7 @@ def _read_turn(r: TomlReader) -> TurnConfig:
                         maximum=1_000_000)
     tcp_max_buffer = r.integer("tcp_max_buffer", d.tcp_max_buffer, minimum=4096,
                                maximum=64 * 1024 * 1024)
+    tcp_idle_timeout = r.integer("tcp_idle_timeout", d.tcp_idle_timeout, minimum=5, maximum=3600)
     r.finish()
     return TurnConfig(
         enabled=enabled,
@@ -678,6 +682,7 @@ def _read_turn(r: TomlReader) -> TurnConfig:
         max_permissions=max_permissions,
         max_tcp_connections=max_tcp,
         tcp_max_buffer=tcp_max_buffer,
+        tcp_idle_timeout=tcp_idle_timeout,
     )
 
 

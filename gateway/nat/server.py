@@ -256,6 +256,10 @@ class TurnServer:
         self._timers.clear()
         return ended
 
+    def has_allocation(self, client: Address, server: Address, transport: str) -> bool:
+        """Whether the 5-tuple (``client``, ``server``, ``transport``) holds a live allocation."""
+        return self._find(client, server, transport) is not None
+
     def allocation(self, relay: Address) -> Allocation | None:
         """The live allocation at relay address ``relay`` (read-only use, e.g. to tie a relay
         to the call it serves)."""

@@ -35,7 +35,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from twisted.internet import protocol
+from twisted.internet import protocol, task
 from twisted.internet.error import CannotListenError
 from twisted.python.failure import Failure
 
@@ -68,6 +68,11 @@ _UDP_BUFFER = 4 * 1024 * 1024
 #: ...and on each relay socket (a burst toward one client is not dropped by the kernel).
 _RELAY_BUFFER = 512 * 1024
 _DEFAULTS = TurnSettings()
+
+
+def _sweep_interval(timeout: int) -> float:
+    """How often idle TCP clients are looked for: a quarter of the timeout, 1-5 s."""
+    return min(5.0, max(1.0, timeout / 4))
 
 
 def canonical(addr: Sequence[Any]) -> Address:
@@ -171,10 +176,12 @@ class TurnService:
         self._relays: dict[Address, tuple[Any, Callable[[bytes, Address], None]]] = {}
         self._timer: Any = None
         self._timer_at: float | None = None
+        self._idle_sweep: Any = None  # the LoopingCall closing TCP clients without allocations
         self.handler_errors = 0
         self.send_errors = 0
         self.tcp_refused = 0
         self.tcp_backlog_drops = 0
+        self.tcp_idle_closed = 0
         self.bind_failures = 0
         self.usage_records = 0
         self._stopped = False
@@ -219,6 +226,9 @@ class TurnService:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._idle_sweep is not None and self._idle_sweep.running:
+            self._idle_sweep.stop()
+        self._idle_sweep = None
         self._guard(lambda: self._records(self.server.stop(self.reactor.seconds())))
         for port, _ in list(self._relays.values()):
             port.stopListening()
@@ -242,6 +252,7 @@ class TurnService:
             tcp_connections=len(self._connections),
             tcp_refused=self.tcp_refused,
             drop_tcp_backlog=self.tcp_backlog_drops,
+            tcp_idle_closed=self.tcp_idle_closed,
             relay_sockets=len(self._relays),
             relay_ports_free=self.ports.free,
             bind_failures=self.bind_failures,
@@ -277,6 +288,39 @@ class TurnService:
                 self._perform_one(output)
         except Exception:
             self._bug("peer data from %s at relay %s", peer, relay)
+
+    def _watch_idle(self) -> None:
+        """Run the idle sweep while there are TCP clients (none: no timer at all)."""
+        if self._stopped or (self._idle_sweep is not None and self._idle_sweep.running):
+            return
+        sweep = task.LoopingCall(self._sweep_idle)
+        sweep.clock = self.reactor
+        sweep.start(_sweep_interval(self.config.tcp_idle_timeout), now=False)
+        self._idle_sweep = sweep
+
+    def _sweep_idle(self) -> None:
+        """Close the TCP clients that have been without a live allocation for
+        ``[turn] tcp_idle_timeout`` (never allocated, or their allocation ended)."""
+        try:
+            now = self.reactor.seconds()
+            timeout = self.config.tcp_idle_timeout
+            has_allocation = self.server.has_allocation
+            for route, conn in list(self._connections.items()):
+                if conn.closing:
+                    continue
+                if has_allocation(route.client, route.server, "tcp"):
+                    conn.idle_since = None
+                elif conn.idle_since is None:
+                    conn.idle_since = now
+                elif now - conn.idle_since >= timeout:
+                    self.tcp_idle_closed += 1
+                    conn.closing = True
+                    conn.tx.loseConnection()
+            if not self._connections and self._idle_sweep is not None:
+                self._idle_sweep.stop()
+                self._idle_sweep = None
+        except Exception:
+            self._bug("%s", "idle TCP sweep")
 
     def connection_closed(self, route: ClientRoute) -> None:
         self._connections.pop(route, None)
@@ -485,6 +529,9 @@ class _ClientStream(protocol.Protocol):
     def __init__(self, service: TurnService) -> None:
         self.service = service
         self.route: ClientRoute | None = None
+        # since when the connection has had no live allocation (None: it has one)
+        self.idle_since: float | None = service.reactor.seconds()
+        self.closing = False  # closed for idling, waiting for connectionLost
         self.paused = False
         self.tx: Any = None  # the transport, typed loosely (ITCPTransport and producer API)
 
@@ -500,6 +547,7 @@ class _ClientStream(protocol.Protocol):
             transport.abortConnection()
             return
         self.service._connections[self.route] = self
+        self.service._watch_idle()
         transport.bufferSize = self.service.config.tcp_max_buffer
         transport.registerProducer(self, True)
         try:

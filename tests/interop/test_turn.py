@@ -387,6 +387,37 @@ def test_time_limited_credentials_made_like_coturn(gateway_factory: GatewayFacto
     expired.close()
 
 
+# --- TCP clients without an allocation -----------------------------------------------------
+
+
+def test_idle_tcp_clients_are_closed_and_allocated_ones_kept(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """[turn] tcp_idle_timeout: a TCP client that never allocates is closed by the gateway
+    after it (so idle connections cannot hold the max_tcp_connections slots); one holding an
+    allocation stays, and relays."""
+    gw = relay_gateway(gateway_factory, tcp_idle_timeout=5)
+    idle = StunClient(gw.turn_port, "tcp")
+    busy = StunClient(gw.turn_port, "tcp")
+    try:
+        binding = idle.exchange(Message(Method.BINDING, Class.REQUEST, os.urandom(12)))
+        assert binding.cls == Class.SUCCESS  # a Binding is no allocation
+        assert code_of(busy.allocate()) == 0
+        started = time.monotonic()
+        idle.sock.settimeout(15.0)
+        assert idle.sock.recv(1) == b""  # the gateway closed it
+        waited = time.monotonic() - started
+        assert 3.0 <= waited <= 12.0, waited
+        # the allocated client is still served on its connection
+        assert code_of(busy.permit(LOOPBACK)) == 0
+    finally:
+        idle.close()
+        busy.close()
+    assert gw.stop() == 0
+    status = turn_status(gw)
+    assert status["tcp_idle_closed"] == 1, status
+
+
 # --- [turn] enabled = false ----------------------------------------------------------------
 
 

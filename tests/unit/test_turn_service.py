@@ -367,6 +367,57 @@ def test_a_broken_tcp_stream_is_closed() -> None:
     assert transport.lost
 
 
+def tcp_allocate(proto: Any, transport: FakeTransport) -> Message:
+    """Allocate (challenge, then signed) over a TCP connection; the final answer."""
+    key = stun.long_term_key("alice", REALM, "secret")
+    nonce: str | None = None
+    for _ in range(2):
+        msg = Message(Method.ALLOCATE, Class.REQUEST, os.urandom(12)).with_requested_transport()
+        if nonce is not None:
+            msg = msg.with_username("alice").with_realm(REALM).with_nonce(nonce)
+            msg = msg.with_integrity(key)
+        before = len(transport.written)
+        proto.dataReceived(bytes(msg.with_fingerprint()))
+        (raw,) = transport.written[before:]
+        reply = Message.parse(raw)
+        if code(reply) == 401 and nonce is None:
+            nonce = reply.nonce()
+            continue
+        return reply
+    raise AssertionError("challenged twice")
+
+
+def test_tcp_clients_without_an_allocation_are_closed_after_the_idle_timeout() -> None:
+    service, reactor, usages = make(tcp_idle_timeout=60)
+    assert reactor.getDelayedCalls() == []  # no TCP client, no sweep
+    idle, idle_tx = connect(service, reactor, ("127.0.0.1", 1000))
+    busy, busy_tx = connect(service, reactor, ("127.0.0.1", 1001))
+    reply = tcp_allocate(busy, busy_tx)
+    assert reply.cls == Class.SUCCESS
+    idle.dataReceived(bytes(Message(Method.BINDING, Class.REQUEST, bytes(12))))  # not enough
+
+    def run(seconds: int) -> None:  # second by second, as a real reactor's clock goes
+        for _ in range(seconds):
+            reactor.advance(1)
+
+    run(59)
+    assert not idle_tx.lost and not busy_tx.lost
+    run(6)  # the sweep runs every 5 s at this timeout
+    assert idle_tx.lost and not busy_tx.lost
+    assert service.counters["tcp_idle_closed"] == 1
+    idle.connectionLost()
+    # the allocation lives its 600 s; then the connection has 60 s to make another
+    run(600 - 65 + 1)
+    assert len(usages) == 1 and not busy_tx.lost
+    run(58)
+    assert not busy_tx.lost
+    run(8)
+    assert busy_tx.lost and service.counters["tcp_idle_closed"] == 2
+    busy.connectionLost()
+    run(5)  # the last client gone, the sweep stops with it
+    assert [c for c in reactor.getDelayedCalls() if c.active()] == []
+
+
 def test_turn_disabled_answers_allocate_403() -> None:
     service, reactor, _ = make(enabled=False)
     client = UdpClient(service, reactor)
@@ -390,17 +441,17 @@ def test_turn_config_keys_and_defaults(tmp_path: Any) -> None:
     d = default_config().turn
     assert (d.user_quota, d.total_quota, d.bandwidth, d.max_lifetime) == (0, 0, 0, 3600)
     assert (d.nonce_lifetime, d.max_permissions) == (3600, 256)
-    assert (d.max_tcp_connections, d.tcp_max_buffer) == (1024, 262144)
+    assert (d.max_tcp_connections, d.tcp_max_buffer, d.tcp_idle_timeout) == (1024, 262144, 60)
     config, _ = _load(
         tmp_path,
         "[turn]\nuser_quota = 4\ntotal_quota = 100\nbandwidth = 64000\nmax_lifetime = 1200\n"
         "nonce_lifetime = 600\nmax_permissions = 8\nmax_tcp_connections = 10\n"
-        "tcp_max_buffer = 65536\n",
+        "tcp_max_buffer = 65536\ntcp_idle_timeout = 30\n",
     )
     turn = config.turn
     assert (turn.user_quota, turn.total_quota, turn.bandwidth) == (4, 100, 64000)
     assert (turn.max_lifetime, turn.nonce_lifetime, turn.max_permissions) == (1200, 600, 8)
-    assert (turn.max_tcp_connections, turn.tcp_max_buffer) == (10, 65536)
+    assert (turn.max_tcp_connections, turn.tcp_max_buffer, turn.tcp_idle_timeout) == (10, 65536, 30)
     from gateway.nat.service import settings_from_config
 
     settings = settings_from_config(turn)
@@ -419,6 +470,7 @@ def test_turn_config_keys_and_defaults(tmp_path: Any) -> None:
         ("nonce_lifetime = 5", "turn.nonce_lifetime: must be at least 30"),
         ("max_tcp_connections = 0", "turn.max_tcp_connections: must be at least 1"),
         ("tcp_max_buffer = 10", "turn.tcp_max_buffer: must be at least 4096"),
+        ("tcp_idle_timeout = 1", "turn.tcp_idle_timeout: must be at least 5"),
         ('total_quota = "many"', "turn.total_quota: expected an integer"),
         ('listen = ["tls:127.0.0.1:5349"]', "turn.listen[0]: TURN listens on udp or tcp, not tls"),
     ],
