@@ -15,7 +15,8 @@ its codecs are ``[sip] user_codecs``, its SRTP mode ``[sip] user_srtp``.
 Invariants:
 - A REGISTER is answered 200 with every binding of the AOR (Contact with expires=) after
   the change, 401 until it carries the user's credentials, 403 for another user's
-  credentials, 404 for an unknown user, 423 with Min-Expires for an expiry under
+  credentials, a wrong password or an unknown user (challenged first like a known one, so
+  the answers do not tell which names exist), 423 with Min-Expires for an expiry under
   MIN_EXPIRES, 400 for ``*`` with other contacts or a non-zero expiry, 500 for a CSeq not
   above the last one of the same Call-ID (RFC 3261 10.3 step 7).
 - Expired bindings are gone at the latest ``SWEEP`` seconds after their expiry, and never
@@ -102,10 +103,8 @@ class Registrar:
             b2b._respond(txn, 400, "Bad To")
             return
         users = b2b.config.sip.users
-        if user not in users:
-            self.refused += 1
-            b2b._respond(txn, 404, "Not Found")
-            return
+        # an unknown user is challenged and refused like a wrong password (no 404: the
+        # answers must not tell an attacker which names exist)
         result, username = b2b.auth.digest.verify(
             "REGISTER", req.get("authorization"), lambda name: users.get(name), now, req.body)
         if result in (AuthResult.MISSING, AuthResult.STALE):
@@ -119,7 +118,7 @@ class Registrar:
                 log.warning("%s: too many failed REGISTERs, ignored for a while", source.host)
             log.info("REGISTER for %s from %s: %s", user, source.host,
                      "another user's credentials" if result is AuthResult.OK
-                     else result.name.lower())
+                     else "unknown user" if user not in users else result.name.lower())
             b2b._respond(txn, 403)
             return
         b2b.auth.failures.record_success(source.host)

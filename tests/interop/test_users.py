@@ -13,9 +13,10 @@ and a positive ``expires_in``; a user calls another by name through the gateway 
 challenged too) and a tone crosses each way; the CDR names the user trunks; a carrier's
 call routed by ``action = "user:NAME"`` rings the user; an unregistered user gets 480; a
 user's call to a carrier number goes out by the [[outbound]] route like any call; and
-the registrar's answers: 404, 403 (wrong password, another user's credentials), 423 with
-Min-Expires, several contacts with their expiries, 500 for an out-of-order CSeq, wildcard
-removal, removal of one contact, and RFC 3261 10.3's all-or-nothing binding updates.
+the registrar's answers: 403 (an unknown user, after a challenge like anyone's; a wrong
+password; another user's credentials), 423 with Min-Expires, several contacts with their
+expiries, 500 for an out-of-order CSeq, wildcard removal, removal of one contact, and RFC 3261
+10.3's all-or-nothing binding updates.
 
 baresip 1.0.0 (libre 1.1.0) answers only MD5 digest challenges, so the gateways here offer
 MD5 only (``[sip] auth_algorithms = ["MD5"]``).
@@ -500,11 +501,12 @@ def test_registrar_refuses_unknown_users_and_bad_credentials(
     gateway_factory: GatewayFactory, raw_clients: Any
 ) -> None:
     gw = _gateway(gateway_factory)
-    # an unknown user: 404, not even challenged
+    # an unknown user: challenged like a known one, then 403 (no 404 to tell names apart)
     ghost = raw_clients(gw, "mallory")
+    reply = ghost.register([f"<{ghost.contact_uri('m')}>"], 600)
+    assert reply.status == 401 and reply.header("WWW-Authenticate"), reply.raw
     reply = ghost.register([f"<{ghost.contact_uri('m')}>"], 600, auth=("mallory", "x"))
-    assert reply.status == 404, reply.raw
-    assert reply.header("WWW-Authenticate") is None, reply.raw
+    assert reply.status == 403, reply.raw
 
     # no credentials: 401 with an MD5 challenge in the realm
     alice = raw_clients(gw, "alice")
@@ -527,7 +529,7 @@ def test_registrar_refuses_unknown_users_and_bad_credentials(
     users = wait_status(gw, lambda u: "alice" in u["bindings"])
     assert set(users["bindings"]) == {"alice"}, users
     assert users["registered_users"] == 1, users
-    assert users["register_refused"] == 3, users  # 404, 403, 403
+    assert users["register_refused"] == 3, users  # 403 (unknown), 403, 403
     assert users["registers"] == 1, users
 
 
