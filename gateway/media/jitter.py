@@ -162,6 +162,10 @@ class JitterBuffer:
         self._packets: dict[int, _Packet] = {}
         self._seen: set[int] = set()
         self._transits: deque[float] = deque(maxlen=_TRANSIT_WINDOW)
+        # the window's minimum, kept as it slides (a monotonic queue of (index, transit)):
+        # read for every packet, so not min() over the window each time
+        self._lows: deque[tuple[int, float]] = deque()
+        self._transit_index = 0
         self._target: float | None = None  # cache of target_delay
         self._max_seq = 0
         self._ts_ref = 0
@@ -202,7 +206,7 @@ class JitterBuffer:
         arrival of a packet (its RTP time plus the smallest recent transit) its slot plays."""
         if not self._started or not self._transits:
             return 0.0
-        return self._next_due - (self._next_ts / self.clock_rate + min(self._transits))
+        return self._next_due - (self._next_ts / self.clock_rate + self._lows[0][1])
 
     @property
     def buffered(self) -> int:
@@ -248,7 +252,8 @@ class JitterBuffer:
             return
         ext_ts = _extend(ts, self._ts_ref, _TS_BITS)
         transit = now - ext_ts / self.clock_rate
-        if self._transits and abs(transit - min(self._transits)) > self._resync_seconds:
+        lows = self._lows
+        if lows and abs(transit - lows[0][1]) > self._resync_seconds:
             self._resync()  # the timestamps jumped: a new timeline
             self._begin(ext_seq & 0xFFFF, ts, now)
             ext_seq, ext_ts = ext_seq & 0xFFFF, ts
@@ -275,7 +280,7 @@ class JitterBuffer:
         recent = list(itertools.islice(reversed(self._transits), _LATE_RESYNC))
         quickest = min(recent)
         return (
-            quickest - min(self._transits) > self.max_delay
+            quickest - self._lows[0][1] > self.max_delay
             and max(recent) - quickest < self.max_delay
         )
 
@@ -303,6 +308,14 @@ class JitterBuffer:
             self._jitter += (abs(transit - self._last_transit) - self._jitter) / 16
         self._last_transit = transit
         self._transits.append(transit)
+        index = self._transit_index
+        self._transit_index = index + 1
+        lows = self._lows
+        while lows and lows[-1][1] >= transit:
+            lows.pop()
+        lows.append((index, transit))
+        if lows[0][0] <= index - _TRANSIT_WINDOW:  # slid out of the window
+            lows.popleft()
         self._target = None
 
     def _file(self, packet: _Packet) -> bool:
@@ -442,7 +455,7 @@ class JitterBuffer:
     def _align_spurt(self, head: _Packet) -> int:
         """Place the first packet of a talk spurt so that it waits the target delay: return
         the RTP time of the current slot, moved within the silence before ``head``."""
-        earliest = head.ts / self.clock_rate + min(self._transits)
+        earliest = head.ts / self.clock_rate + self._lows[0][1]
         wait = (earliest + self.target_delay - self._next_due) / self._frame_seconds
         slots = math.ceil(wait - 1e-6)  # at least the target: min_delay is a floor
         return head.ts - max(slots, 0) * self.frame_ticks

@@ -724,3 +724,23 @@ def test_frames_are_immutable() -> None:
     frame = Frame("audio", 0, b"x", 1)
     with pytest.raises(AttributeError):
         frame.kind = "lost"  # type: ignore[misc]
+
+
+def test_the_sliding_minimum_transit_is_the_windows_minimum() -> None:
+    """The delay figures read the smallest transit of the last 128 packets for every packet;
+    the running minimum kept for that must be exactly min() over that window, through
+    rises, falls and plateaus."""
+    rng = random.Random(7)
+    jb = JitterBuffer(8000, 160)
+    now = 100.0
+    full = 0
+    for i in range(2000):
+        now += 0.02 + (0.03 if 600 <= i < 900 else 0.0) * rng.random()
+        if i == 1200:
+            now -= 0.05  # the path got shorter: the minimum drops at once
+        jb.push(i & 0xFFFF, (i * 160) & 0xFFFFFFFF, 1, False, b"\xff" * 160, now)
+        jb.pop(now)
+        window = list(jb._transits)
+        assert jb._lows[0][1] == min(window), i
+        full += len(window) == 128  # (a resync starts the window over)
+    assert full > 1000
