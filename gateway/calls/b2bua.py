@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -238,6 +238,7 @@ class Call:
         "media",
         "no_answer_timer",
         "number",
+        "pinned",
         "reason",
         "release_side",
         "reliable",
@@ -254,6 +255,9 @@ class Call:
         self.invite = invite
         self.number = number
         self.trunks = tuple(trunks)
+        # a registered user's bindings as they were when the call was routed (by trunk name):
+        # a REGISTER during the attempts must not re-point the ones still to come
+        self.pinned: Mapping[str, Trunk] = {}
         self.attempt = -1
         self.a: Leg
         self.b: Leg | None = None
@@ -538,17 +542,22 @@ class B2BUA:
         req = txn.request
         ice = (user_of(trunk.name) is not None and req.content_type == "application/sdp"
                and b"a=ice-ufrag" in req.body)
-        self.start_call(txn, trunk, trunk_in, number, route, anchor=not ice)
+        pinned = {name: self.user_trunks[name] for name in route if name in self.user_trunks}
+        self.start_call(txn, trunk, trunk_in, number, route, anchor=not ice, pinned=pinned)
 
     def start_call(self, txn: ServerTransaction, trunk: Trunk, trunk_in: TrunkState,
-                   number: str, trunks: Sequence[str], *, anchor: bool = True) -> None:
+                   number: str, trunks: Sequence[str], *, anchor: bool = True,
+                   pinned: Mapping[str, Trunk] | None = None) -> None:
         """Place the call of the INVITE ``txn`` (from ``trunk``) to ``number`` over ``trunks``
         (a dial plan decision, or an app's redirect_call to a phone number); ``anchor``
-        False leaves its media unanchored (SDP relayed as it is)."""
+        False leaves its media unanchored (SDP relayed as it is); ``pinned`` fixes what some
+        trunk names stand for (a registered user's bindings at routing time)."""
         req = txn.request
         source = txn.source
         seconds = self.stack.reactor.seconds()
         call = Call(random_hex(8), req, number, trunks)
+        if pinned:
+            call.pinned = pinned
         call.trunk_in = trunk_in
         try:
             offer = req.body if req.content_type == "application/sdp" else b""
@@ -647,7 +656,8 @@ class B2BUA:
                                (("Retry-After", str(self.config.sip.retry_after)),))
                 return
             name = call.trunks[call.attempt]
-            trunk = self.trunks.get(name) or self.user_trunks.get(name)
+            trunk = (call.pinned.get(name) or self.trunks.get(name)
+                     or self.user_trunks.get(name))
             state = self.trunk_states.get(name) or self.registrar.state(name)
             if trunk is None or state is None:
                 continue

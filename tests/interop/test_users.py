@@ -16,7 +16,8 @@ user's call to a carrier number goes out by the [[outbound]] route like any call
 the registrar's answers: 403 (an unknown user, after a challenge like anyone's; a wrong
 password; another user's credentials), 423 with Min-Expires, several contacts with their
 expiries, 500 for an out-of-order CSeq, wildcard removal, removal of one contact, and RFC 3261
-10.3's all-or-nothing binding updates.
+10.3's all-or-nothing binding updates; a REGISTER arriving while a call to the user is placed
+does not re-point the call's remaining attempts.
 
 baresip 1.0.0 (libre 1.1.0) answers only MD5 digest challenges, so the gateways here offer
 MD5 only (``[sip] auth_algorithms = ["MD5"]``).
@@ -675,3 +676,106 @@ def fresh_challenge(gw: GatewayProcess, user: str) -> dict[str, str]:
         return parse_challenge(reply.header("WWW-Authenticate") or "")
     finally:
         probe.close()
+
+
+# --------------------------------------------------------------------------------------------
+# 5. a REGISTER while a call to the user is being placed
+
+
+def _sip_messages(sock: socket.socket, until: float) -> list[str]:
+    """Every SIP message ``sock`` receives until the monotonic time ``until``."""
+    out: list[str] = []
+    while (left := until - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data, _ = sock.recvfrom(65536)
+        except TimeoutError:
+            break
+        out.append(data.decode("utf-8", "replace"))
+    return out
+
+
+def _response_to(request: str, status: int, reason: str, to_tag: str) -> str:
+    """A response to ``request`` (Via, From, To + tag, Call-ID, CSeq copied)."""
+    lines = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    keep = [line for line in lines
+            if line.partition(":")[0].strip().lower() in ("via", "v", "from", "f", "call-id",
+                                                          "i", "cseq")]
+    to = next(line for line in lines if line.partition(":")[0].strip().lower() in ("to", "t"))
+    if ";tag=" not in to:
+        to += f";tag={to_tag}"
+    return (f"SIP/2.0 {status} {reason}\r\n" + "\r\n".join([*keep, to])
+            + "\r\nContent-Length: 0\r\n\r\n")
+
+
+def _invites(messages: Sequence[str]) -> list[str]:
+    """The Request-URIs of the INVITEs among ``messages``, retransmissions counted once."""
+    seen: dict[str, str] = {}
+    for text in messages:
+        if text.startswith("INVITE "):
+            branch = re.search(r"branch=([^;\s,]+)", text)
+            seen.setdefault(branch.group(1) if branch else text, text.split()[1])
+    return list(seen.values())
+
+
+def test_a_register_during_a_calls_attempts_does_not_re_point_them(
+    gateway_factory: GatewayFactory, raw_clients: Any
+) -> None:
+    """A call to a user rings its bindings in the order they had when it was routed: a
+    REGISTER in between (a new contact, first in the order now) neither makes the call ring
+    a contact twice nor skips one; the new contact is for the next call."""
+    carrier = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carrier.bind((LOOPBACK, 0))
+    cport = carrier.getsockname()[1]
+    dialplan = (f"[[inbound]]\nname = \"to-alice\"\nmatch = '^{USER_NUMBER}$'\n"
+                "action = \"user:alice\"\n")
+    gw = _gateway(gateway_factory, dialplan=dialplan, trunks=[
+        TrunkSpec("carrier", cport, inbound_from=(f"{LOOPBACK}:{cport}",), codecs=("PCMU",)),
+    ])
+    phone = raw_clients(gw, "alice")
+    auth = ("alice", USERS["alice"])
+    first, second, third = (phone.contact_uri(t) for t in ("first", "second", "third"))
+    for contact in (first, second):  # one REGISTER each: "second" is the newer, rung first
+        assert phone.register([f"<{contact}>"], 600, auth=auth).status == 200
+    try:
+        call_id, tag = uuid.uuid4().hex, uuid.uuid4().hex[:8]
+        branch = "z9hG4bK" + uuid.uuid4().hex
+        sdp = (f"v=0\r\no=- 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
+               f"m=audio {cport + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+        head = (f"Via: SIP/2.0/UDP {LOOPBACK}:{cport};branch={branch};rport\r\n"
+                f"From: <sip:carrier@{LOOPBACK}>;tag={tag}\r\n"
+                f"Call-ID: {call_id}\r\n")
+        carrier.sendto((
+            f"INVITE sip:{USER_NUMBER}@{LOOPBACK}:{gw.sip_udp} SIP/2.0\r\n{head}"
+            f"To: <sip:{USER_NUMBER}@{LOOPBACK}>\r\nMax-Forwards: 70\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:carrier@{LOOPBACK}:{cport}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+        ).encode(), (LOOPBACK, gw.sip_udp))
+
+        # the newest binding rings first: say 180, then a third contact registers
+        got = _sip_messages(phone.sock, time.monotonic() + 3.0)
+        assert _invites(got) == [second], got
+        ringing = next(m for m in got if m.startswith("INVITE "))
+        phone.sock.sendto(_response_to(ringing, 180, "Ringing", "t1").encode(), phone.gateway)
+        assert phone.register([f"<{third}>"], 600, auth=auth).status == 200
+        # the rung contact gives up: the call goes on to the other binding of its route
+        phone.sock.sendto(_response_to(ringing, 503, "Service Unavailable", "t1").encode(),
+                          phone.gateway)
+        got = _sip_messages(phone.sock, time.monotonic() + 3.0)
+        assert _invites(got) == [first], got  # not "second" again, not the new "third"
+        last = next(m for m in got if m.startswith("INVITE "))
+        phone.sock.sendto(_response_to(last, 503, "Service Unavailable", "t2").encode(),
+                          phone.gateway)
+        # no binding left: the carrier gets the error
+        answers = _sip_messages(carrier, time.monotonic() + 3.0)
+        finals = [int(m.split()[1]) for m in answers
+                  if m.startswith("SIP/2.0 ") and not m.startswith("SIP/2.0 1")]
+        assert finals and finals[0] == 503, answers
+        to = next(line for line in answers[-1].split("\r\n") if line.lower().startswith("to:"))
+        carrier.sendto((
+            f"ACK sip:{USER_NUMBER}@{LOOPBACK}:{gw.sip_udp} SIP/2.0\r\n{head}{to}\r\n"
+            f"Max-Forwards: 70\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        ).encode(), (LOOPBACK, gw.sip_udp))
+    finally:
+        carrier.close()
+    assert gw.stop() == 0
