@@ -200,7 +200,6 @@ class _Transaction:
         "_table",
         "is_invite",
         "key",
-        "last_response",
         "owner",
         "request",
         "state",
@@ -211,7 +210,6 @@ class _Transaction:
     is_invite: bool
     state: str
     owner: object | None
-    last_response: Response | None
     _table: Table
     _seqs: list[int]  # live timer seq per slot, 0 = none
     _interval: float  # current retransmission interval
@@ -223,7 +221,6 @@ class _Transaction:
         self.is_invite = is_invite
         self.state = state
         self.owner = None
-        self.last_response = None
         self._seqs = [0, 0, 0]
         self._interval = 0.0
         self._data = None
@@ -586,11 +583,9 @@ class TransactionLayer:
         if inp == "1xx":
             # RFC 3261 section 17.1.2.2: every provisional goes up; timer E keeps running
             # and is reset to T2 from now on.
-            txn.last_response = response
             return [ResponseReceived(txn, response, False)]
         if old == COMPLETED:
             return []  # retransmitted final: absorbed (RFC 3261 section 17.1.2.2)
-        txn.last_response = response
         self._disarm(txn, _RETRANSMIT)
         self._disarm(txn, _TIMEOUT)
         if txn.target.reliable:
@@ -610,7 +605,6 @@ class TransactionLayer:
                 if txn._cancel_pending:  # RFC 3261 section 9.1: CANCEL waited for a 1xx
                     txn._cancel_pending = False
                     self._start_cancel(txn, now)
-            txn.last_response = response
             return [ResponseReceived(txn, response, False)]
         if inp == "final":
             if old == COMPLETED:
@@ -618,7 +612,6 @@ class TransactionLayer:
                 if txn._ack is not None:
                     self._out.append((txn._ack, txn.target))
                 return []
-            txn.last_response = response
             txn._cancel_pending = False
             self._disarm(txn, _RETRANSMIT)
             self._disarm(txn, _TIMEOUT)
@@ -643,7 +636,6 @@ class TransactionLayer:
                 return [ResponseReceived(txn, response, True)]
             acks[tag] = None  # another fork's 2xx
             return [ResponseReceived(txn, response, False)]
-        txn.last_response = response
         txn._cancel_pending = False
         txn._acks_2xx = {tag: None}
         self._disarm(txn, _RETRANSMIT)
@@ -693,7 +685,6 @@ class TransactionLayer:
         old = txn.state
         self._step(txn, inp)
         data = bytes(response)
-        txn.last_response = response
         txn._data = data
         self._out.append((data, txn.reply_target))
         if inp == "send 1xx":
