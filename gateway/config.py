@@ -38,8 +38,8 @@ The keys beyond DESIGN.md's example, all optional:
   3600), nonce_lifetime (seconds before 438 Stale Nonce, 30-86400, 3600), max_permissions (peer
   addresses per allocation, 256), max_tcp_connections (TCP clients at once, 1024),
   tcp_max_buffer (unsent bytes per TCP client before what is relayed to it is dropped, 262144),
-  tcp_idle_timeout (seconds a TCP client may stay connected without a live allocation, 5-3600,
-  60: as coturn's max-allocate-timeout).
+  tcp_idle_timeout (seconds a TCP client may stay connected without a live allocation, before
+  its first one or after it ended, 5-3600, 60; checked every quarter of it, at most 5 s).
   [turn] listen takes udp: and tcp: addresses only.
 - [[trunk]] options_timeout (seconds, 2.0), options_fail_after (2), options_ok_after (1),
   max_calls (concurrent calls to and from the trunk, 0 = no limit), max_cps (new calls per

@@ -300,13 +300,18 @@ class TurnService:
 
     def _sweep_idle(self) -> None:
         """Close the TCP clients that have been without a live allocation for
-        ``[turn] tcp_idle_timeout`` (never allocated, or their allocation ended)."""
+        ``[turn] tcp_idle_timeout`` (never allocated, or their allocation ended), at once:
+        nothing is owed to them, and a client that does not read would keep a graceful close
+        from ever finishing. A connection the core closed gracefully and that is still there a
+        sweep later is aborted too."""
         try:
             now = self.reactor.seconds()
             timeout = self.config.tcp_idle_timeout
             has_allocation = self.server.has_allocation
             for route, conn in list(self._connections.items()):
-                if conn.closing:
+                if conn.closing_since is not None:
+                    if now - conn.closing_since >= _sweep_interval(timeout):
+                        conn.tx.abortConnection()
                     continue
                 if has_allocation(route.client, route.server, "tcp"):
                     conn.idle_since = None
@@ -314,8 +319,8 @@ class TurnService:
                     conn.idle_since = now
                 elif now - conn.idle_since >= timeout:
                     self.tcp_idle_closed += 1
-                    conn.closing = True
-                    conn.tx.loseConnection()
+                    conn.closing_since = now
+                    conn.tx.abortConnection()
             if not self._connections and self._idle_sweep is not None:
                 self._idle_sweep.stop()
                 self._idle_sweep = None
@@ -354,7 +359,10 @@ class TurnService:
         elif kind is CloseConnection:
             assert isinstance(output, CloseConnection)
             conn = self._connections.get(output.route)
-            if conn is not None:
+            if conn is not None and conn.closing_since is None:
+                # gracefully (what was answered goes first); the idle sweep aborts it if the
+                # client does not read it
+                conn.closing_since = self.reactor.seconds()
                 conn.tx.loseConnection()
         elif isinstance(output, TurnUsage):
             self._records((output,))
@@ -531,7 +539,7 @@ class _ClientStream(protocol.Protocol):
         self.route: ClientRoute | None = None
         # since when the connection has had no live allocation (None: it has one)
         self.idle_since: float | None = service.reactor.seconds()
-        self.closing = False  # closed for idling, waiting for connectionLost
+        self.closing_since: float | None = None  # when the gateway closed it (None: open)
         self.paused = False
         self.tx: Any = None  # the transport, typed loosely (ITCPTransport and producer API)
 

@@ -395,19 +395,23 @@ def test_idle_tcp_clients_are_closed_and_allocated_ones_kept(
 ) -> None:
     """[turn] tcp_idle_timeout: a TCP client that never allocates is closed by the gateway
     after it (so idle connections cannot hold the max_tcp_connections slots); one holding an
-    allocation stays, and relays."""
+    allocation stays, and is still served."""
     gw = relay_gateway(gateway_factory, tcp_idle_timeout=5)
+    started = time.monotonic()
     idle = StunClient(gw.turn_port, "tcp")
     busy = StunClient(gw.turn_port, "tcp")
     try:
         binding = idle.exchange(Message(Method.BINDING, Class.REQUEST, os.urandom(12)))
         assert binding.cls == Class.SUCCESS  # a Binding is no allocation
         assert code_of(busy.allocate()) == 0
-        started = time.monotonic()
         idle.sock.settimeout(15.0)
-        assert idle.sock.recv(1) == b""  # the gateway closed it
+        try:
+            closed = idle.sock.recv(1) == b""
+        except ConnectionResetError:  # the gateway aborts it: nothing is owed to an idle client
+            closed = True
+        assert closed
         waited = time.monotonic() - started
-        assert 3.0 <= waited <= 12.0, waited
+        assert 4.0 <= waited <= 12.0, waited  # 5 s, checked every 1.25 s
         # the allocated client is still served on its connection
         assert code_of(busy.permit(LOOPBACK)) == 0
     finally:

@@ -101,6 +101,7 @@ class FakeTransport:
         self.written: list[bytes] = []
         self.producer: Any = None
         self.lost = False
+        self.aborted = False
         self.bufferSize = 0
 
     def getPeer(self) -> IPv4Address | IPv6Address:  # noqa: N802
@@ -123,7 +124,7 @@ class FakeTransport:
         self.lost = True
 
     def abortConnection(self) -> None:  # noqa: N802
-        self.lost = True
+        self.lost = self.aborted = True
 
 
 def make(**config: Any) -> tuple[TurnService, FakeReactor, list[TurnUsage]]:
@@ -364,7 +365,12 @@ def test_a_broken_tcp_stream_is_closed() -> None:
     service, reactor, _ = make()
     proto, transport = connect(service, reactor, ("127.0.0.1", 1000))
     proto.dataReceived(b"\x80" * 8)  # RTP on a TURN stream: framing lost
-    assert transport.lost
+    assert transport.lost and not transport.aborted  # gracefully first
+    # a client that never reads keeps a graceful close from finishing: a sweep later, aborted
+    for _ in range(10):
+        reactor.advance(1)
+    assert transport.aborted
+    assert service.counters["tcp_idle_closed"] == 0  # not an idle client
 
 
 def tcp_allocate(proto: Any, transport: FakeTransport) -> Message:
@@ -403,7 +409,7 @@ def test_tcp_clients_without_an_allocation_are_closed_after_the_idle_timeout() -
     run(59)
     assert not idle_tx.lost and not busy_tx.lost
     run(6)  # the sweep runs every 5 s at this timeout
-    assert idle_tx.lost and not busy_tx.lost
+    assert idle_tx.aborted and not busy_tx.lost  # aborted: a graceful close waits for reads
     assert service.counters["tcp_idle_closed"] == 1
     idle.connectionLost()
     # the allocation lives its 600 s; then the connection has 60 s to make another
@@ -412,7 +418,7 @@ def test_tcp_clients_without_an_allocation_are_closed_after_the_idle_timeout() -
     run(58)
     assert not busy_tx.lost
     run(8)
-    assert busy_tx.lost and service.counters["tcp_idle_closed"] == 2
+    assert busy_tx.aborted and service.counters["tcp_idle_closed"] == 2
     busy.connectionLost()
     run(5)  # the last client gone, the sweep stops with it
     assert [c for c in reactor.getDelayedCalls() if c.active()] == []
