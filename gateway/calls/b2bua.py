@@ -255,9 +255,10 @@ class Call:
         self.invite = invite
         self.number = number
         self.trunks = tuple(trunks)
-        # a registered user's bindings as they were when the call was routed (by trunk name):
-        # a REGISTER during the attempts must not re-point the ones still to come
-        self.pinned: Mapping[str, Trunk] = {}
+        # a registered user's bindings when the call was routed: trunk name -> Contact. A
+        # REGISTER during the attempts must not re-point the ones still to come (user trunks
+        # are named by position); each is looked up again by its Contact when its turn comes
+        self.pinned: Mapping[str, str] = {}
         self.attempt = -1
         self.a: Leg
         self.b: Leg | None = None
@@ -542,16 +543,17 @@ class B2BUA:
         req = txn.request
         ice = (user_of(trunk.name) is not None and req.content_type == "application/sdp"
                and b"a=ice-ufrag" in req.body)
-        pinned = {name: self.user_trunks[name] for name in route if name in self.user_trunks}
+        pinned = {name: self.user_trunks[name].contact or "" for name in route
+                  if name in self.user_trunks}
         self.start_call(txn, trunk, trunk_in, number, route, anchor=not ice, pinned=pinned)
 
     def start_call(self, txn: ServerTransaction, trunk: Trunk, trunk_in: TrunkState,
                    number: str, trunks: Sequence[str], *, anchor: bool = True,
-                   pinned: Mapping[str, Trunk] | None = None) -> None:
+                   pinned: Mapping[str, str] | None = None) -> None:
         """Place the call of the INVITE ``txn`` (from ``trunk``) to ``number`` over ``trunks``
         (a dial plan decision, or an app's redirect_call to a phone number); ``anchor``
-        False leaves its media unanchored (SDP relayed as it is); ``pinned`` fixes what some
-        trunk names stand for (a registered user's bindings at routing time)."""
+        False leaves its media unanchored (SDP relayed as it is); ``pinned`` gives the
+        Contact some trunk names stood for (a registered user's bindings at routing time)."""
         req = txn.request
         source = txn.source
         seconds = self.stack.reactor.seconds()
@@ -656,8 +658,15 @@ class B2BUA:
                                (("Retry-After", str(self.config.sip.retry_after)),))
                 return
             name = call.trunks[call.attempt]
-            trunk = (call.pinned.get(name) or self.trunks.get(name)
-                     or self.user_trunks.get(name))
+            contact = call.pinned.get(name)
+            if contact is not None:  # the binding routed, wherever it is now (if still live)
+                now_name = self.registrar.current(name, contact)
+                if now_name is None:
+                    log.info("call %s: %s unregistered since the call was routed, skipped",
+                             call.id, contact)
+                    continue
+                name = now_name
+            trunk = self.trunks.get(name) or self.user_trunks.get(name)
             state = self.trunk_states.get(name) or self.registrar.state(name)
             if trunk is None or state is None:
                 continue

@@ -205,6 +205,19 @@ class Registrar:
         count = len(self.bindings.get(user, ()))
         return tuple(_trunk_name(user, i) for i in range(count))
 
+    def current(self, name: str, contact: str) -> str | None:
+        """The user trunk that reaches ``contact`` now, for a call routed when it was trunk
+        ``name``: the binding may have moved in the order (a REGISTER in between), or be gone
+        (removed or expired: None)."""
+        user = user_of(name)
+        if user is None:
+            return None
+        for candidate in self.route(user):  # (expired bindings swept first)
+            trunk = self.b2bua.user_trunks.get(candidate)
+            if trunk is not None and trunk.contact == contact:
+                return candidate
+        return None
+
     def _publish(self, user: str) -> None:
         """Keep the user's trunks (B2BUA.trunks) in step with its bindings."""
         b2b = self.b2bua

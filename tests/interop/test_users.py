@@ -718,12 +718,14 @@ def _invites(messages: Sequence[str]) -> list[str]:
     return list(seen.values())
 
 
+@pytest.mark.parametrize("remove_first", [False, True], ids=["added", "added-and-removed"])
 def test_a_register_during_a_calls_attempts_does_not_re_point_them(
-    gateway_factory: GatewayFactory, raw_clients: Any
+    gateway_factory: GatewayFactory, raw_clients: Any, remove_first: bool
 ) -> None:
-    """A call to a user rings its bindings in the order they had when it was routed: a
-    REGISTER in between (a new contact, first in the order now) neither makes the call ring
-    a contact twice nor skips one; the new contact is for the next call."""
+    """A call to a user rings the bindings it was routed to, in their order then: a REGISTER
+    in between that adds a contact (first in the order now) neither makes the call ring a
+    contact twice nor skips one, nor rings the new one; a contact removed in between is not
+    rung."""
     carrier = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     carrier.bind((LOOPBACK, 0))
     cport = carrier.getsockname()[1]
@@ -758,14 +760,19 @@ def test_a_register_during_a_calls_attempts_does_not_re_point_them(
         ringing = next(m for m in got if m.startswith("INVITE "))
         phone.sock.sendto(_response_to(ringing, 180, "Ringing", "t1").encode(), phone.gateway)
         assert phone.register([f"<{third}>"], 600, auth=auth).status == 200
+        if remove_first:
+            assert phone.register([f"<{first}>"], 0, auth=auth).status == 200
         # the rung contact gives up: the call goes on to the other binding of its route
         phone.sock.sendto(_response_to(ringing, 503, "Service Unavailable", "t1").encode(),
                           phone.gateway)
         got = _sip_messages(phone.sock, time.monotonic() + 3.0)
-        assert _invites(got) == [first], got  # not "second" again, not the new "third"
-        last = next(m for m in got if m.startswith("INVITE "))
-        phone.sock.sendto(_response_to(last, 503, "Service Unavailable", "t2").encode(),
-                          phone.gateway)
+        if remove_first:
+            assert _invites(got) == [], got  # "first" is gone; "third" came after the routing
+        else:
+            assert _invites(got) == [first], got  # not "second" again, not the new "third"
+            last = next(m for m in got if m.startswith("INVITE "))
+            phone.sock.sendto(_response_to(last, 503, "Service Unavailable", "t2").encode(),
+                              phone.gateway)
         # no binding left: the carrier gets the error
         answers = _sip_messages(carrier, time.monotonic() + 3.0)
         finals = [int(m.split()[1]) for m in answers
