@@ -611,13 +611,13 @@ class DigestServer:
         if uri is not None and answer.uri != uri:
             return AuthResult.BAD, username
         password = lookup(username)
-        if password is None:
-            return AuthResult.UNKNOWN_USER, username
+        # an unknown name costs the same digest as a known one: how long the refusal takes
+        # must not tell which names exist
         expected = _digest(
             answer.algorithm,
             username=_wire(answer.username),
             realm=_wire(answer.realm),
-            password=password.encode("utf-8"),
+            password=(password or "").encode("utf-8"),
             method=_wire(method),
             uri=_wire(answer.uri),
             nonce=_wire(answer.nonce),
@@ -626,6 +626,8 @@ class DigestServer:
             qop=answer.qop,
             body=body,
         )
+        if password is None:
+            return AuthResult.UNKNOWN_USER, username
         if not _same(expected, answer.response):
             return AuthResult.BAD, username
         now_ms = int(now * 1000)
