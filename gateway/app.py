@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gc
-import json
 import logging
 import signal
 import socket
@@ -21,7 +20,6 @@ from twisted.internet.task import LoopingCall
 
 from gateway.calls.appcall import AppCalls
 from gateway.calls.b2bua import B2BUA
-from gateway.calls.trunks import write_json
 from gateway.config import Config, Trunk
 from gateway.dialplan.plan import DialPlan
 from gateway.errors import ConfigError
@@ -31,6 +29,7 @@ from gateway.nat.allocation import TurnUsage, format_address
 from gateway.nat.callmap import CallMap
 from gateway.nat.secret import turn_secret
 from gateway.nat.service import TurnService
+from gateway.observe.metrics import listen as listen_metrics
 from gateway.rest.api import CallAutomationApi
 from gateway.rest.delivery import Delivery
 from gateway.rest.keys import access_key
@@ -107,6 +106,7 @@ class Gateway:
         self.api = CallAutomationApi(self.apps, self.delivery, loader, rest.recordings_dir,
                                      reactor.callLater, reactor.seconds)
         self._rest_port: Any = None
+        self._metrics_port: Any = None
         # CDRs are written in batches: a call answered is durable within CDR_FLUSH seconds
         self._cdr_flush = LoopingCall(self.cdr.flush)
         self._cdr_flush.clock = reactor
@@ -117,6 +117,7 @@ class Gateway:
         # a usage row names the call whose SDP offered the allocation's relay address
         self.turn_calls = CallMap(lambda relay: self.turn.server.allocation(relay) is not None)
         self.b2bua.sdp_seen = self.turn_calls.note
+        self.b2bua.status_sections["turn"] = lambda: self.turn.counters
         self._status = LoopingCall(self.write_status)  # trunks.json for `trunks`
         self._status.clock = reactor
         self._stopping = False
@@ -139,6 +140,9 @@ class Gateway:
         self._rest_port = listen_rest(self.reactor, self.config.rest, self.config.tls.cert,
                                       self.config.tls.key, self.api, key,
                                       relay=relay_issuer(self.config, self.turn_secret))
+        metrics = self.config.observe.metrics_listen
+        if metrics is not None:
+            self._metrics_port = listen_metrics(self.reactor, metrics, self.b2bua.status)
         if self.media is not None:
             media = self.config.media
             log.info("media anchored on %s ports %d-%d (%d RTP/RTCP pairs)", media.address,
@@ -157,18 +161,8 @@ class Gateway:
         self.cdr.turn_usage(usage.row())
 
     def write_status(self) -> None:
-        """trunks.json (the B2BUA's trunk states and "gateway" figures) with the STUN/TURN
-        counters under "turn"."""
+        """trunks.json: the B2BUA's status document, the STUN/TURN counters under "turn"."""
         self.b2bua.write_status()
-        path = self.b2bua.status_path
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            log.debug("status file %s unreadable: %s", path, exc)
-            return
-        if isinstance(doc, dict):
-            doc["turn"] = self.turn.counters
-            write_json(path, doc)
 
     def reload(self) -> bool:
         try:
@@ -215,6 +209,8 @@ class Gateway:
             self.stack.stop_listening()
             if self._rest_port is not None:
                 self._rest_port.stopListening()
+            if self._metrics_port is not None:
+                self._metrics_port.stopListening()
             self.apps.stop()
             self.delivery.stop()
             if self.media is not None:

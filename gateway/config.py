@@ -263,6 +263,13 @@ class DialplanConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ObserveConfig:
+    """[observe]: the Prometheus metrics endpoint (gateway.observe.metrics)."""
+
+    metrics_listen: HostPort | None = None  # plain HTTP GET /metrics here; None = off
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """[log]: level is one of LOG_LEVELS."""
 
@@ -320,6 +327,7 @@ class Config:
     dialplan: DialplanConfig = DialplanConfig()
     trunks: tuple[Trunk, ...] = ()
     log: LogConfig = LogConfig()
+    observe: ObserveConfig = ObserveConfig()
     conferences: Mapping[str, ConferenceConfig] = field(
         default_factory=lambda: MappingProxyType({}))
 
@@ -370,6 +378,7 @@ def parse_config(data: Mapping[str, Any], file: str, path: Path | None = None) -
         dialplan=_read_dialplan(top.section("dialplan")),
         trunks=_read_trunks(top),
         log=LogConfig(level=_read_log_level(top.section("log"))),
+        observe=_read_observe(top.section("observe")),
         conferences=MappingProxyType({}),
     )
     rest = top.section("rest")  # already read: only its callback policy is needed here
@@ -586,6 +595,18 @@ def _read_media(r: TomlReader) -> MediaConfig:
         r.problem(r.key("jitter_min"), "must not be larger than jitter_max")
     r.finish()
     return config
+
+
+def _read_observe(r: TomlReader) -> ObserveConfig:
+    text = r.string("metrics_listen", "")
+    listen = None
+    if text:
+        try:
+            listen = HostPort(*_split_host_port(text, allow_hostname=False))
+        except ValueError as exc:
+            r.problem(r.key("metrics_listen"), str(exc))
+    r.finish()
+    return ObserveConfig(metrics_listen=listen)
 
 
 def _read_rest(r: TomlReader) -> RestConfig:
@@ -830,6 +851,8 @@ def _check_socket_clashes(config: Config, problems: list[Problem], file: str) ->
         *((f"sip.listen[{i}]", a) for i, a in enumerate(config.sip.listen)),
         *((f"turn.listen[{i}]", a) for i, a in enumerate(config.turn.listen)),
         ("rest.listen", config.rest.listen),
+        *((("observe.metrics_listen", config.observe.metrics_listen),)
+          if config.observe.metrics_listen is not None else ()),
     ]
     for key, addr in sockets:
         kind = "udp" if isinstance(addr, ListenAddr) and addr.transport == "udp" else "tcp"

@@ -37,7 +37,7 @@ from gateway.calls.sessiontimer import (
     parse_session_expires,
 )
 from gateway.calls.transfer import Transfer, Transfers
-from gateway.calls.trunks import TrunkProbes, TrunkState, write_json, write_status
+from gateway.calls.trunks import TrunkProbes, TrunkState, status_doc, write_json
 from gateway.config import Config, Trunk, trunk_for_source
 from gateway.dialplan.plan import DialPlan
 from gateway.media.dtmf import info_body
@@ -338,6 +338,8 @@ class B2BUA:
             t.name: TrunkState(t, now) for t in config.trunks
         }
         self.status_path = config.storage.cdr.parent / "trunks.json"
+        # more sections of the status document, by name (app.py adds "turn")
+        self.status_sections: dict[str, Callable[[], object]] = {}
         self.registrations = Registrations(self, self.write_status)
         self.transfers = Transfers(self)
         self.sessions = SessionTimers(self)
@@ -1223,7 +1225,10 @@ class B2BUA:
     # ------------------------------------------------------------------
     # trunk probing (OPTIONS) and status
     # ------------------------------------------------------------------
-    def write_status(self) -> None:
+    def status(self) -> dict[str, object]:
+        """The status document: trunk states, the gateway's live figures under "gateway" and
+        each of ``status_sections`` under its name (the status file, `acs-gateway trunks`, and
+        the metrics endpoint, gateway.observe.metrics, read it)."""
         counters = self.stack.counters
         live: dict[str, object] = {
             "calls": len(self.calls),
@@ -1248,10 +1253,20 @@ class B2BUA:
             live["users"] = self.registrar.status(now)
         if manager is not None:
             live.update(manager.status())
-            # per-call media quality, for `acs-gateway calls`
+        doc = status_doc(self.trunk_states.values(), now, live)
+        for name, section in self.status_sections.items():
+            doc[name] = section()
+        return doc
+
+    def write_status(self) -> None:
+        """trunks.json (``status``) and, with media anchored, calls.json (each call's live
+        media, for `acs-gateway calls`), both beside the CDR database."""
+        doc = self.status()
+        manager = self.media.manager
+        if manager is not None:
             write_json(self.status_path.with_name("calls.json"),
-                       {"time": now, "calls": manager.calls()})
-        write_status(self.status_path, self.trunk_states.values(), now, live)
+                       {"time": doc["time"], "calls": manager.calls()})
+        write_json(self.status_path, doc)
 
 
 def _rss_bytes() -> int:

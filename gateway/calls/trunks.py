@@ -139,18 +139,14 @@ class TrunkState:
         }
 
 
-def write_status(
-    path: Path,
+def status_doc(
     states: Iterable[TrunkState],
     now: float,
     gateway: dict[str, object] | None = None,
-) -> None:
-    """Write the trunks' state (and the gateway's live counters) as JSON, atomically.
-
-    Read by ``acs-gateway trunks`` and by benchmarks watching for growth.
-    """
-    doc = {"time": now, "trunks": [s.snapshot() for s in states], "gateway": gateway or {}}
-    write_json(path, doc)
+) -> dict[str, object]:
+    """The trunks' state and the gateway's live counters: the status file's document, read
+    by ``acs-gateway trunks`` and by benchmarks watching for growth."""
+    return {"time": now, "trunks": [s.snapshot() for s in states], "gateway": gateway or {}}
 
 
 def write_json(path: Path, doc: object) -> None:

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -873,6 +874,7 @@ class GatewayProcess(StartStop):
         self.sip_tcp = self.sip_udp
         self.sip_tls = free_port("tcp")
         self.rest_port = free_port("tcp")
+        self.metrics_port = free_port("tcp")
         self.turn_port = free_port_pair()
         self.media_port_range = _port_block(20000, 32000, 1000)
         self.turn_relay_port_range = _port_block(10000, 20000, 1000)
@@ -931,6 +933,7 @@ class GatewayProcess(StartStop):
             },
             "storage": {"cdr": str(self.cdr_path)},
             "dialplan": {"files": [str(self.dialplan_path)]},
+            "observe": {"metrics_listen": f"{LOOPBACK}:{self.metrics_port}"},
         }
         for section, values in self.extra_config.items():
             tables.setdefault(section, {}).update(values)
@@ -1020,6 +1023,23 @@ class GatewayProcess(StartStop):
             f"{timeout_s:g} s (last: {status})\ncommand: {' '.join(self.command)}\n"
             f"--- {self.log_path} ---\n{self.log_tail()}"
         )
+
+    def metrics(self, timeout_s: float = 5.0) -> dict[tuple[str, tuple[tuple[str, str], ...]],
+                                                      float]:
+        """Scrape ``GET /metrics`` ([observe] metrics_listen) and parse the Prometheus text
+        format back: every sample's value by (name, sorted labels)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://{LOOPBACK}:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            text = response.read().decode()
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples}
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of a fresh scrape (``metrics``), or None when it is not exposed."""
+        return self.metrics().get((name, tuple(sorted(labels.items()))))
 
     def reload(self) -> None:
         """SIGHUP: the gateway reloads its dial plans."""

@@ -729,6 +729,12 @@ def test_sfu_five_opus_parties_get_four_forwarded_streams(
     problems = sfu_problems(parties, set(parties), since, until)
     assert not problems, "SFU forwarding:\n" + "\n".join(f"- {p}" for p in problems) + "\n" + \
         describe(parties, sfu)
+    # through the Prometheus endpoint: 5 parties, all heard, packets forwarded undecoded
+    room = {"room": "room1", "mode": "sfu"}
+    assert sfu.gateway.metric("acs_gateway_room_parties", **room) == 5
+    assert sfu.gateway.metric("acs_gateway_room_speakers", **room) == 5
+    forwarded = sfu.gateway.metric("acs_gateway_room_forwarded_packets_total", **room) or 0
+    assert forwarded >= 5 * 4 * 50 * (until - since), (forwarded, until - since)
 
 
 def test_sfu_g711_parties_get_a_mix_and_are_heard_by_opus_parties(
@@ -931,6 +937,14 @@ def test_room_events(mcu: Room, make_parties: PartyFactory) -> None:
              for e in receiver.events(cid)[before:]
              if type_matches(str(e.get("type")), "DominantSpeakersChanged")]
     assert alice.number not in named, f"alice never spoke, yet was dominant: {named}"
+    # the room through the Prometheus endpoint: its parties and the dominant speaker changes
+    room = {"room": "evroom", "mode": "mcu"}
+    metrics = mcu.gateway.metrics()
+    def sample(name: str) -> float | None:
+        return metrics.get((name, tuple(sorted(room.items()))))
+    assert sample("acs_gateway_room_parties") == 3, describe(parties, mcu)
+    assert (sample("acs_gateway_room_dominant_speaker_changes_total") or 0) >= 2
+    assert sample("acs_gateway_room_rate_hz") == 16000  # PCMU, PCMA and Opus: mixed at 16 kHz
 
     assert bob.leave() == 200
     receiver.wait_for("ParticipantsUpdated", updated({alice.number, carol.number}), timeout=3,
@@ -941,6 +955,7 @@ def test_room_events(mcu: Room, make_parties: PartyFactory) -> None:
     assert alice.leave() == 200 and carol.leave() == 200
     receiver.wait_for("CallDisconnected", lambda e: e in receiver.events(cid)[before:],
                       timeout=3, call_connection_id=cid)
+    assert mcu.gateway.metric("acs_gateway_room_parties", **room) is None  # the room is gone
     again = len(receiver.events(cid))
     assert bob.join(EVROOM) == 200, describe(parties, mcu)
     receiver.wait_for(

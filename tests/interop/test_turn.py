@@ -299,6 +299,16 @@ def test_uclient_relays_with_no_loss(
     assert result.sent >= 2 * PACKETS, result.text[-3000:]
     assert result.received == result.sent and result.lost == 0, result.text[-3000:]
     time.sleep(0.5)
+    # the same figures through the Prometheus endpoint, before the gateway stops
+    metrics = gw.metrics()
+    relayed = {d: metrics.get(("acs_gateway_turn_relayed_packets_total", (("direction", d),)))
+               for d in ("to_peer", "to_client")}
+    assert relayed == {"to_peer": result.sent, "to_client": result.received}, relayed
+    assert metrics.get(("acs_gateway_turn_relayed_bytes_total", (("direction", "to_peer"),))) \
+        == SIZE * result.sent
+    assert (metrics.get(("acs_gateway_turn_allocations_created_total", ())) or 0) >= 2
+    assert metrics.get(("acs_gateway_turn_error_responses_total", (("code", "401"),))), \
+        "the first Allocate of each client is challenged"
     status = turn_status_after_stop(gw)
     rows = usage_rows(gw)
     assert rows, "no turn_usage rows"
@@ -366,6 +376,10 @@ def test_every_refused_peer_probe_gets_403(gateway_factory: GatewayFactory, tran
         for channel, peer in enumerate(("127.0.0.1", "169.254.169.254", "::ffff:10.0.0.1")):
             assert code_of(client.bind(0x4000 + channel, peer)) == 403
         assert code_of(client.permit(PUBLIC_PEER)) == 0  # the policy lets the Internet through
+        assert gw.metric("acs_gateway_turn_error_responses_total", code="403") \
+            == len(REFUSED_PEERS) + 3
+        assert gw.metric("acs_gateway_turn_allocations") == 1
+        assert gw.metric("acs_gateway_turn_permissions") == 1
     finally:
         client.close()
     assert gw.stop() == 0

@@ -1,0 +1,1 @@
+"""Observability: the Prometheus metrics endpoint (gateway.observe.metrics)."""
