@@ -16,6 +16,7 @@ import socket
 import sys
 from typing import Any
 
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 
 from gateway.calls.appcall import AppCalls
@@ -134,15 +135,21 @@ class Gateway:
         if turn.enabled and turn.listen:
             log.info("TURN relays on %s ports %d-%d", turn.relay_address,
                      *turn.relay_port_range)
-        self.b2bua.probes.start()
-        self.b2bua.registrations.start()
         key = base64.b64decode(access_key(self.config))
         self._rest_port = listen_rest(self.reactor, self.config.rest, self.config.tls.cert,
                                       self.config.tls.key, self.api, key,
                                       relay=relay_issuer(self.config, self.turn_secret))
         metrics = self.config.observe.metrics_listen
         if metrics is not None:
-            self._metrics_port = listen_metrics(self.reactor, metrics, self.b2bua.status)
+            try:
+                self._metrics_port = listen_metrics(self.reactor, metrics, self.b2bua.status)
+            except CannotListenError as exc:
+                raise CannotListenError(  # type: ignore[no-untyped-call]
+                    exc.interface, exc.port, f"observe.metrics_listen: {exc.socketError}",
+                ) from exc
+        # every socket is bound: only now does the gateway speak to its carriers
+        self.b2bua.probes.start()
+        self.b2bua.registrations.start()
         if self.media is not None:
             media = self.config.media
             log.info("media anchored on %s ports %d-%d (%d RTP/RTCP pairs)", media.address,
@@ -250,7 +257,6 @@ def _raise_fd_limit(wanted: int) -> None:
 def run_gateway(config: Config) -> int:
     """``acs-gateway run``: serve until SIGTERM/SIGINT; returns the exit status."""
     from twisted.internet import reactor as default_reactor
-    from twisted.internet.error import CannotListenError
 
     reactor: Any = default_reactor
     setup_logging(config.log.level)

@@ -1239,8 +1239,14 @@ class B2BUA:
             "calls_answered": self.stats.answered,
             "calls_failed": self.stats.failed,
             "calls_rejected": self.stats.rejected,
+            "calls_ended": self.stats.ended,
+            "sip_received": counters.received,
+            "sip_sent": counters.sent,
             "parse_errors": counters.parse_errors,
+            "answered_errors": counters.answered_errors,
             "dropped": counters.dropped,
+            "refused_destinations": counters.refused_destinations,
+            "tcp_closed_overflow": counters.tcp_closed_overflow,
             "handler_errors": counters.handler_errors,
             "rss_bytes": _rss_bytes(),
         }
@@ -1249,7 +1255,6 @@ class B2BUA:
         manager = self.media.manager
         now = self.stack.reactor.seconds()
         if self.config.sip.users:
-            self.registrar.sweep(now)
             live["users"] = self.registrar.status(now)
         if manager is not None:
             live.update(manager.status())
@@ -1260,7 +1265,10 @@ class B2BUA:
 
     def write_status(self) -> None:
         """trunks.json (``status``) and, with media anchored, calls.json (each call's live
-        media, for `acs-gateway calls`), both beside the CDR database."""
+        media, for `acs-gateway calls`), both beside the CDR database; expired user bindings
+        are swept first (``status`` itself only reads)."""
+        if self.config.sip.users:
+            self.registrar.sweep(self.stack.reactor.seconds())
         doc = self.status()
         manager = self.media.manager
         if manager is not None:

@@ -16,6 +16,7 @@ call. Work that is not per packet runs on two shared clocks, not one timer per c
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,7 +26,7 @@ from twisted.internet.task import LoopingCall
 
 from gateway.config import MediaConfig
 from gateway.media.ports import PortPool, PortsExhausted
-from gateway.media.stream import Address, LegStream
+from gateway.media.stream import Address, Counters, LegStream
 
 if TYPE_CHECKING:
     from gateway.media.bridge import Bridge
@@ -57,6 +58,7 @@ SLICES = 4
 # over the share of sessions whose turn it is, so that reports are spread evenly.
 HOUSEKEEPING = 0.2
 _BIND_ATTEMPTS = 16
+_COUNTER_VALUES = operator.attrgetter(*Counters.__slots__)  # a stream's counters, in order
 
 
 class _MediaPort(DatagramProtocol):
@@ -276,10 +278,14 @@ class MediaManager:
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, object]:
-        totals = dict(self.closed_totals)
-        for stream in self.sockets:
-            for name, value in stream.counters.as_dict().items():
-                totals[name] = totals.get(name, 0) + value
+        # one column sum per counter over every live stream (a dict per stream cost 5 ms of
+        # the reactor per status at 1000 calls)
+        names = Counters.__slots__
+        columns = zip(*map(_COUNTER_VALUES, (stream.counters for stream in self.sockets)),
+                      strict=True)
+        totals = dict(zip(names, map(sum, columns), strict=True)) if self.sockets else {}
+        for name, value in self.closed_totals.items():
+            totals[name] = totals.get(name, 0) + value
         return {
             "media_sessions": len(self.sessions),
             "media_streams": len(self.sockets),

@@ -944,7 +944,7 @@ def test_room_events(mcu: Room, make_parties: PartyFactory) -> None:
         return metrics.get((name, tuple(sorted(room.items()))))
     assert sample("acs_gateway_room_parties") == 3, describe(parties, mcu)
     assert (sample("acs_gateway_room_dominant_speaker_changes_total") or 0) >= 2
-    assert sample("acs_gateway_room_rate_hz") == 16000  # PCMU, PCMA and Opus: mixed at 16 kHz
+    assert sample("acs_gateway_room_sample_rate_hertz") == 16000  # PCMU, PCMA and Opus: mixed at 16 kHz
 
     assert bob.leave() == 200
     receiver.wait_for("ParticipantsUpdated", updated({alice.number, carol.number}), timeout=3,
