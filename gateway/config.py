@@ -859,8 +859,13 @@ def _check_socket_clashes(config: Config, problems: list[Problem], file: str) ->
         if addr.port == 0:
             continue
         slot = (kind, addr.host, addr.port)
-        if slot in bound:
-            problems.append(Problem(file, key, f"same {kind} socket as {bound[slot]}"))
+        clash = bound.get(slot) or next(
+            (other for (k, host, port), other in bound.items()
+             if k == kind and port == addr.port and _overlap(host, addr.host)), None)
+        if clash is not None:
+            problems.append(Problem(file, key, f"same {kind} socket as {clash}"
+                                    + ("" if slot in bound else " (a wildcard address covers "
+                                       "the other)")))
         else:
             bound[slot] = key
     media, turn = config.media, config.turn
@@ -872,6 +877,21 @@ def _check_socket_clashes(config: Config, problems: list[Problem], file: str) ->
         problems.append(
             Problem(file, "turn.relay_port_range", f"overlaps media.port_range on {media.address}")
         )
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Two listen hosts that one port cannot serve twice: the same address, or a wildcard
+    (0.0.0.0 covers IPv4, :: covers IPv6 and, dual-stack, IPv4 too) and an address it covers."""
+    if a == b:
+        return True
+    try:
+        first, second = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return False
+    for wild, other in ((first, second), (second, first)):
+        if wild.is_unspecified and (wild.version == other.version or wild.version == 6):
+            return True
+    return False
 
 
 # --- small parsers ----------------------------------------------------------------------------

@@ -461,6 +461,35 @@ def test_socket_clashes(tmp_path: Path) -> None:
     ]
 
 
+def test_socket_clashes_through_a_wildcard_address(tmp_path: Path) -> None:
+    """0.0.0.0 (or ::) on a port leaves that port to no other address of its family: `check`
+    says so rather than `run` failing to bind."""
+    assert problems(
+        tmp_path,
+        """
+        [rest]
+        listen = "127.0.0.1:8443"
+        [observe]
+        metrics_listen = "0.0.0.0:8443"
+        """,
+    ) == ["F: observe.metrics_listen: same tcp socket as rest.listen (a wildcard address "
+          "covers the other)"]
+    assert problems(
+        tmp_path,
+        """
+        [sip]
+        listen = ["udp:[::]:5060", "udp:10.1.2.3:5060", "tcp:10.1.2.3:5060"]
+        """,
+    ) == ["F: sip.listen[1]: same udp socket as sip.listen[0] (a wildcard address covers "
+          "the other)"]
+    # 0.0.0.0 covers no IPv6 address; another port is another socket
+    config = load_config(write(tmp_path, """
+        [sip]
+        listen = ["udp:0.0.0.0:5060", "udp:[::1]:5060", "udp:127.0.0.1:5062"]
+        """))
+    assert len(config.sip.listen) == 3
+
+
 # --- trunk of an inbound request ---------------------------------------------------------------
 
 
