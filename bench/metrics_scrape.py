@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -44,7 +45,7 @@ import harness  # noqa: E402  (tests/interop/harness.py)
 
 CALLEE = "+15551234567"
 RATE = 200.0  # calls/s while placing a step's calls
-TICKS = 100  # /proc/PID/stat clock ticks per second (sysconf CLK_TCK on Linux)
+TICKS = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat clock ticks per second
 
 
 def cpu_seconds(pid: int) -> float:
@@ -102,7 +103,11 @@ def step(gateway: harness.GatewayProcess, calls: int, scrapes: int, every: float
         thread = threading.Thread(target=place, args=(gateway, calls, hold_s, workdir, done),
                                   daemon=True)
         thread.start()
-        wait_calls(gateway, calls, calls / RATE + 30)
+        try:
+            wait_calls(gateway, calls, calls / RATE + 30)
+        except RuntimeError:
+            gateway.stop()  # its calls' BYEs end the caller too; SIPp's -timeout bounds it
+            raise
         time.sleep(2.0)  # the last ACKs, the status file's first write with them
     url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
     pid = gateway.pid
@@ -160,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scrapes", type=int, default=40)
     parser.add_argument("--every", type=float, default=0.25, help="seconds between scrapes")
     args = parser.parse_args(argv)
+    if args.scrapes < 1 or args.every <= 0:
+        parser.error("--scrapes must be at least 1 and --every above 0")
     steps = [int(n) for n in args.calls.split(",")]
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="metrics-scrape-") as tmp:

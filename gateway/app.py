@@ -30,6 +30,7 @@ from gateway.nat.allocation import TurnUsage, format_address
 from gateway.nat.callmap import CallMap
 from gateway.nat.secret import turn_secret
 from gateway.nat.service import TurnService
+from gateway.observe.metrics import GcPauses
 from gateway.observe.metrics import listen as listen_metrics
 from gateway.rest.api import CallAutomationApi
 from gateway.rest.delivery import Delivery
@@ -108,6 +109,8 @@ class Gateway:
                                      reactor.callLater, reactor.seconds)
         self._rest_port: Any = None
         self._metrics_port: Any = None
+        # the GC's pauses, timed once start-up's own collection is done (run_gateway)
+        self.gc_pauses = GcPauses() if config.observe.metrics_listen is not None else None
         # CDRs are written in batches: a call answered is durable within CDR_FLUSH seconds
         self._cdr_flush = LoopingCall(self.cdr.flush)
         self._cdr_flush.clock = reactor
@@ -142,7 +145,8 @@ class Gateway:
         metrics = self.config.observe.metrics_listen
         if metrics is not None:
             try:
-                self._metrics_port = listen_metrics(self.reactor, metrics, self.b2bua.status)
+                self._metrics_port = listen_metrics(self.reactor, metrics, self.b2bua.status,
+                                                    self.gc_pauses)
             except CannotListenError as exc:
                 raise CannotListenError(  # type: ignore[no-untyped-call]
                     exc.interface, exc.port, f"observe.metrics_listen: {exc.socketError}",
@@ -218,6 +222,8 @@ class Gateway:
                 self._rest_port.stopListening()
             if self._metrics_port is not None:
                 self._metrics_port.stopListening()
+            if self.gc_pauses is not None:
+                self.gc_pauses.uninstall()
             self.apps.stop()
             self.delivery.stop()
             if self.media is not None:
@@ -274,6 +280,8 @@ def run_gateway(config: Config) -> int:
     # keep it out of the cyclic collector's full passes, whose pauses delay every call
     gc.collect()
     gc.freeze()
+    if gateway.gc_pauses is not None:
+        gateway.gc_pauses.install()
 
     def on_signal(signum: int, _frame: Any) -> None:
         if signum == signal.SIGHUP:

@@ -859,18 +859,19 @@ def _check_socket_clashes(config: Config, problems: list[Problem], file: str) ->
         if addr.port == 0:
             continue
         slot = (kind, addr.host, addr.port)
-        clash = bound.get(slot) or next(
-            (other for (k, host, port), other in bound.items()
-             if k == kind and port == addr.port and _overlap(host, addr.host)), None)
+        clash = None
+        for (k, host, port), other in bound.items():
+            why = _overlap(host, addr.host) if (k, port) == (kind, addr.port) else None
+            if why is not None:
+                clash = f"same {kind} socket as {other}" + (f" ({why})" if why else "")
+                break
         if clash is not None:
-            problems.append(Problem(file, key, f"same {kind} socket as {clash}"
-                                    + ("" if slot in bound else " (a wildcard address covers "
-                                       "the other)")))
+            problems.append(Problem(file, key, clash))
         else:
             bound[slot] = key
     media, turn = config.media, config.turn
     if (
-        media.address == turn.relay_address
+        _overlap(media.address, turn.relay_address) is not None
         and media.port_range[0] <= turn.relay_port_range[1]
         and turn.relay_port_range[0] <= media.port_range[1]
     ):
@@ -879,19 +880,29 @@ def _check_socket_clashes(config: Config, problems: list[Problem], file: str) ->
         )
 
 
-def _overlap(a: str, b: str) -> bool:
-    """Two listen hosts that one port cannot serve twice: the same address, or a wildcard
-    (0.0.0.0 covers IPv4, :: covers IPv6 and, dual-stack, IPv4 too) and an address it covers."""
+def _overlap(a: str, b: str) -> str | None:
+    """Two listen hosts that one port cannot serve twice: the same address (an IPv4-mapped
+    IPv6 spelling is its IPv4 address), or a wildcard (0.0.0.0 covers IPv4; :: covers IPv6
+    and IPv4 too, as Linux binds it dual-stack unless net.ipv6.bindv6only = 1) and an
+    address it covers. None when they do not overlap, else why (empty: the same text)."""
     if a == b:
-        return True
+        return ""
     try:
-        first, second = ipaddress.ip_address(a), ipaddress.ip_address(b)
+        first, second = (_unmapped(ipaddress.ip_address(host)) for host in (a, b))
     except ValueError:
-        return False
+        return None
+    if first == second:
+        return "the same address"
     for wild, other in ((first, second), (second, first)):
         if wild.is_unspecified and (wild.version == other.version or wild.version == 6):
-            return True
-    return False
+            return "a wildcard address covers the other"
+    return None
+
+
+def _unmapped(address: ipaddress.IPv4Address | ipaddress.IPv6Address
+              ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return mapped if mapped is not None else address
 
 
 # --- small parsers ----------------------------------------------------------------------------

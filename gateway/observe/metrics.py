@@ -5,15 +5,17 @@ trunk's state, the media manager's port pool and RTP counters, each room's bridg
 registrar, the event delivery, the TURN core) and already gathers them into one status
 document for trunks.json (``B2BUA.status``). ``StatusCollector`` turns that document into
 metric families when Prometheus scrapes, so serving metrics costs nothing between scrapes and
-adds nothing to the packet path; the process collectors of prometheus-client add CPU, memory,
-open files and the Python runtime's figures.
+adds nothing to the packet path. ``_ProcessCollector`` adds the ``process_*`` figures (CPU,
+memory, open files), prometheus-client's platform and GC collectors the runtime's, and
+``GcPauses`` how long the garbage collector's older passes held the process.
 
 ``listen`` serves ``GET /metrics`` over plain HTTP on ``[observe] metrics_listen``, in the
 reactor's thread (the figures are read where they live, never from another thread), in the
 text format or OpenMetrics as the scraper's Accept header asks.
 
-Names: ``acs_gateway_`` then the subject; counters end in ``_total``. Per-trunk, per-room
-and per-user series carry ``trunk``, ``room`` and ``user`` labels; a room's series exist
+Names: ``acs_gateway_`` then the subject; counters end in ``_total``. Per-trunk and per-room
+series carry ``trunk`` and ``room`` (with ``mode``) labels; no user names (the endpoint has no
+authentication: the registrar is counted, not listed). A room's series exist
 while the room does (its counters start again at 0 when a room of that name is created
 anew, which Prometheus reads as a counter reset).
 """
@@ -43,7 +45,8 @@ from twisted.web import pages, resource, server
 
 from gateway.config import HostPort
 
-__all__ = ["GcPauses", "StatusCollector", "listen", "make_registry", "make_site"]
+__all__ = ["IGNORED_GATEWAY_KEYS", "GcPauses", "StatusCollector", "exported_gateway_keys",
+           "listen", "make_registry", "make_site"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,10 @@ _RTP_DROPS = ("bad_rtcp", "malformed", "replay", "srtp_auth", "stun_dropped", "u
               "wrong_source")
 _RTP_STUN = "stun_in"
 _TRANSACTIONS = ("client_transactions", "server_transactions")
+_SIP_MESSAGES = (("sip_received", "received"), ("sip_sent", "sent"))
+#: "gateway" keys deliberately not exported (the process collector has the memory; the
+#: delivery latency is a bench figure of the last events, not a series)
+IGNORED_GATEWAY_KEYS = frozenset({"rss_bytes", "events_latency_ms_p50", "events_latency_ms_max"})
 _EVENTS = ("delivered", "dropped")  # what became of each callback event
 # "turn" section (gateway.nat.server and gateway.nat.service counters): these are levels;
 # every other plain key counts something (error_<code> and drop_<reason> become labels)
@@ -137,6 +144,15 @@ _ROOM_COUNTERS = (
     ("shared_encodes", "room_shared_encodes", "encodes saved by listeners sharing a mix"),
     ("forwarded", "room_forwarded_packets", "packets forwarded undecoded (SFU)"),
 )
+
+
+def exported_gateway_keys() -> frozenset[str]:
+    """The keys of the status document's "gateway" section that become metrics."""
+    return frozenset({
+        *(key for key, _, _ in _GAUGES), *(key for key, _, _ in _COUNTERS), *_TRANSACTIONS,
+        *(key for key, _ in _SIP_MESSAGES), *(f"events_{result}" for result in _EVENTS),
+        *(f"rtp_{name}" for name in (*_RTP_DIRECTIONAL, *_RTP_DROPS, _RTP_STUN)),
+    })
 
 
 def _number(value: object) -> float | None:
@@ -187,9 +203,18 @@ class StatusCollector(Collector):
             if value is not None:
                 transactions.add_metric([key.split("_")[0]], value)
         yield transactions
+        messages = CounterMetricFamily(PREFIX + "sip_messages",
+                                       "SIP messages received and sent, every transport",
+                                       labels=["direction"])
+        for key, direction in _SIP_MESSAGES:
+            value = _number(gateway.get(key))
+            if value is not None:
+                messages.add_metric([direction], value)
+        yield messages
         events = CounterMetricFamily(PREFIX + "callback_events",
                                      "callback events by what became of them: delivered, or "
-                                     "dropped after the retries or at shutdown",
+                                     "dropped (retries spent, refused destination, call gone, "
+                                     "queue full, shutdown)",
                                      labels=["result"])
         for result in _EVENTS:
             value = _number(gateway.get(f"events_{result}"))
@@ -360,17 +385,21 @@ class _ProcessCollector(Collector):
             yield GaugeMetricFamily("process_resident_memory_bytes",
                                     "Resident memory size in bytes.",
                                     value=float(parts[21]) * page)
-            yield GaugeMetricFamily("process_start_time_seconds",
-                                    "Start time of the process since unix epoch in seconds.",
-                                    value=float(parts[19]) / ticks + self._boot)
+            if self._boot:
+                yield GaugeMetricFamily(
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds.",
+                    value=float(parts[19]) / ticks + self._boot)
             yield CounterMetricFamily("process_cpu_seconds",
                                       "Total user and system CPU time spent in seconds.",
                                       value=(float(parts[11]) + float(parts[12])) / ticks)
             yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.",
                                     value=float(_open_fds()))
             max_fds = rlimits.getrlimit(rlimits.RLIMIT_NOFILE)[0]
-            yield GaugeMetricFamily("process_max_fds", "Maximum number of open file descriptors.",
-                                    value=float(max_fds))
+            if max_fds != rlimits.RLIM_INFINITY:
+                yield GaugeMetricFamily("process_max_fds",
+                                        "Maximum number of open file descriptors.",
+                                        value=float(max_fds))
         except (OSError, ValueError, IndexError):
             return  # not Linux, or /proc unreadable: no process figures
 
@@ -386,7 +415,8 @@ class GcPauses(Collector):
     pass stops the reactor, relayed media included, for as long as it takes to scan every
     tracked object: 155-168 ms with 2000 anchored calls on the bench machine. The young
     passes (generation 0, hundreds per second under load) return at once, untimed.
-    ``install`` adds the gc callback (once per process: the metrics endpoint does it)."""
+    ``install`` adds the gc callback (the gateway does once start-up's own collection and
+    freeze are done), ``uninstall`` takes it away."""
 
     BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -410,7 +440,9 @@ class GcPauses(Collector):
         if phase == "start":
             self._started = time.perf_counter()
             return
-        self.observe(generation, time.perf_counter() - self._started)
+        started, self._started = self._started, 0.0
+        if started:  # a stop with no start seen (installed mid-pass): nothing to time
+            self.observe(generation, time.perf_counter() - started)
 
     def observe(self, generation: int, pause: float) -> None:
         counts = self._counts.get(generation)
@@ -422,14 +454,15 @@ class GcPauses(Collector):
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(
             PREFIX + "gc_pause_seconds",
-            "time the garbage collector's generation 1 and 2 passes held the process",
-            labels=["generation"])
-        for generation, counts in self._counts.items():
+            "wall time the garbage collector's generation 1 and 2 passes took (the reactor "
+            "waits that long)", labels=["generation"])
+        for generation in (1, 2):
+            total, counts = self._sums[generation], self._counts[generation][:]
             cumulative, buckets = 0, []
             for bound, count in zip((*map(str, self.BUCKETS), "+Inf"), counts, strict=True):
                 cumulative += count
                 buckets.append((bound, float(cumulative)))
-            family.add_metric([str(generation)], buckets, self._sums[generation])
+            family.add_metric([str(generation)], buckets, total)
         yield family
 
 
@@ -483,7 +516,11 @@ class _MetricsResource(resource.Resource):
                 "content-type", "text/plain; charset=utf-8")
             return b"collecting the metrics failed (see the gateway's log)\n"
         request.setHeader("content-type", content_type)  # type: ignore[no-untyped-call]
-        return b"" if request.method == b"HEAD" else body
+        if request.method == b"HEAD":  # the headers of the GET, without the body
+            request.setHeader(  # type: ignore[no-untyped-call]
+                "content-length", str(len(body)))
+            return b""
+        return body
 
 
 class _Site(server.Site):
@@ -500,13 +537,13 @@ def make_site(status: Status, reactor: Any, gc_pauses: GcPauses | None = None) -
     return _Site(root, reactor=reactor)  # type: ignore[no-untyped-call]
 
 
-def listen(reactor: Any, address: HostPort, status: Status) -> IListeningPort:
-    """Serve ``GET /metrics`` on ``address`` (plain HTTP), the GC's pauses timed from now."""
-    gc_pauses = GcPauses()
+def listen(reactor: Any, address: HostPort, status: Status,
+           gc_pauses: GcPauses | None = None) -> IListeningPort:
+    """Serve ``GET /metrics`` on ``address`` (plain HTTP); ``gc_pauses`` is exposed too (its
+    owner installs it)."""
     port: IListeningPort = reactor.listenTCP(address.port,
                                              make_site(status, reactor, gc_pauses),
                                              interface=address.host)
-    gc_pauses.install()
     log.info("metrics (Prometheus, HTTP) on http://%s/metrics", _url_host(port.getHost()))
     return port
 

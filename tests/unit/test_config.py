@@ -482,6 +482,24 @@ def test_socket_clashes_through_a_wildcard_address(tmp_path: Path) -> None:
         """,
     ) == ["F: sip.listen[1]: same udp socket as sip.listen[0] (a wildcard address covers "
           "the other)"]
+    assert problems(  # an IPv4-mapped spelling is the IPv4 address
+        tmp_path,
+        """
+        [sip]
+        listen = ["udp:[::ffff:127.0.0.1]:5060", "udp:127.0.0.1:5060"]
+        """,
+    ) == ["F: sip.listen[1]: same udp socket as sip.listen[0] (the same address)"]
+    assert problems(  # media on every address, relays on one of them: the ranges overlap
+        tmp_path,
+        """
+        [media]
+        address = "0.0.0.0"
+        port_range = [20000, 29999]
+        [turn]
+        relay_address = "10.0.0.1"
+        relay_port_range = [29000, 39999]
+        """,
+    ) == ["F: turn.relay_port_range: overlaps media.port_range on 0.0.0.0"]
     # 0.0.0.0 covers no IPv6 address; another port is another socket
     config = load_config(write(tmp_path, """
         [sip]

@@ -4,6 +4,7 @@ key, and the HTTP resource on a real loopback socket."""
 from __future__ import annotations
 
 import gc
+import http.client
 import os
 import socket
 import threading
@@ -28,7 +29,13 @@ from gateway.media.bridge import Bridge
 from gateway.media.manager import MediaManager
 from gateway.media.stream import Counters
 from gateway.nat.service import TurnService
-from gateway.observe.metrics import GcPauses, listen, make_registry
+from gateway.observe.metrics import (
+    IGNORED_GATEWAY_KEYS,
+    GcPauses,
+    exported_gateway_keys,
+    listen,
+    make_registry,
+)
 
 DOC: dict[str, object] = {
     "time": 1000.0,
@@ -44,6 +51,8 @@ DOC: dict[str, object] = {
         "calls": 4, "dialogs": 6, "client_transactions": 2, "server_transactions": 5,
         "calls_started": 100, "calls_answered": 90, "calls_failed": 7, "calls_rejected": 3,
         "parse_errors": 1, "dropped": 2, "handler_errors": 0, "rss_bytes": 123456,
+        "sip_received": 900, "sip_sent": 950, "answered_errors": 1, "calls_ended": 85,
+        "refused_destinations": 0, "tcp_closed_overflow": 0,
         "app_calls": 2, "app_incoming": 0, "app_dialogs": 3,
         "events_delivered": 40, "events_failed": 1, "events_retried": 5, "events_dropped": 0,
         "events_queued": 2, "events_latency_ms_p50": 1.5, "events_latency_ms_max": None,
@@ -106,6 +115,15 @@ def test_gateway_figures_become_gauges_and_counters() -> None:
     assert value(got, "acs_gateway_calls_answered_total") == 90
     assert value(got, "acs_gateway_sip_transactions", kind="client") == 2
     assert value(got, "acs_gateway_sip_transactions", kind="server") == 5
+    assert value(got, "acs_gateway_sip_messages_total", direction="received") == 900
+    assert value(got, "acs_gateway_sip_messages_total", direction="sent") == 950
+    assert value(got, "acs_gateway_calls_ended_total") == 85
+    assert value(got, "acs_gateway_sip_errors_answered_total") == 1
+    # the full document's every figure is exported, or left out on purpose
+    gateway = DOC["gateway"]
+    assert isinstance(gateway, dict)
+    numeric = {k for k, v in gateway.items() if isinstance(v, int | float)}
+    assert numeric - exported_gateway_keys() == IGNORED_GATEWAY_KEYS - {"events_latency_ms_max"}
     assert value(got, "acs_gateway_callback_events_total", result="delivered") == 40
     assert value(got, "acs_gateway_callback_events_total", result="dropped") == 0
     # failed attempts are not events (one event may fail twice and then be delivered)
@@ -175,7 +193,9 @@ def test_turn_levels_traffic_errors_and_drops() -> None:
 def test_openmetrics_exposition_is_valid() -> None:
     """The strict OpenMetrics parser accepts the whole exposition: one family per name (a
     gauge "x" beside a counter "x" is valid text format but not valid OpenMetrics)."""
-    text = openmetrics_latest(make_registry(lambda: DOC)).decode()
+    pauses = GcPauses()
+    pauses.observe(2, 0.05)
+    text = openmetrics_latest(make_registry(lambda: DOC, pauses)).decode()
     families = list(openmetrics_parse(text))
     names = [f.name for f in families]
     assert len(names) == len(set(names))
@@ -285,6 +305,9 @@ def test_gc_pauses_histogram_times_the_real_collector() -> None:
     assert value(got, "acs_gateway_gc_pause_seconds_bucket", generation="2", le="0.25") == 1
     assert value(got, "acs_gateway_gc_pause_seconds_bucket", generation="1", le="0.001") == 1
     assert value(got, "acs_gateway_gc_pause_seconds_sum", generation="2") == pytest.approx(0.165)
+    pauses._callback("stop", {"generation": 2, "collected": 0, "uncollectable": 0})
+    assert value(samples_of(make_registry(lambda: {}, pauses)),
+                 "acs_gateway_gc_pause_seconds_count", generation="2") == 1  # no start: untimed
     pauses.install()
     try:
         pauses.install()  # once only
@@ -388,6 +411,14 @@ def test_endpoint_serves_text_and_openmetrics_in_the_reactor_thread(
     assert _fetch(base + "/metrics")[0] == 200
     assert _fetch(base + "/")[0] == 404
     assert _fetch(base + "/metrics", method="POST")[0] == 405
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=5)
+    try:
+        connection.request("HEAD", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200 and response.read() == b""
+        assert int(response.getheader("content-length") or 0) > 1000
+    finally:
+        connection.close()
 
 
 def test_media_status_sums_every_stream_counter_and_the_closed_ones() -> None:
