@@ -597,14 +597,18 @@ def _read_media(r: TomlReader) -> MediaConfig:
     return config
 
 
+def _host_port(r: TomlReader, key: str, text: str) -> HostPort | None:
+    """``text`` (key ``key``) as a listen address; None, with the problem recorded, if not."""
+    try:
+        return HostPort(*_split_host_port(text, allow_hostname=False))
+    except ValueError as exc:
+        r.problem(r.key(key), str(exc))
+        return None
+
+
 def _read_observe(r: TomlReader) -> ObserveConfig:
     text = r.string("metrics_listen", "")
-    listen = None
-    if text:
-        try:
-            listen = HostPort(*_split_host_port(text, allow_hostname=False))
-        except ValueError as exc:
-            r.problem(r.key("metrics_listen"), str(exc))
+    listen = _host_port(r, "metrics_listen", text) if text else None
     r.finish()
     return ObserveConfig(metrics_listen=listen)
 
@@ -614,10 +618,7 @@ def _read_rest(r: TomlReader) -> RestConfig:
     listen = d.listen
     text = r.string("listen", str(d.listen))
     if r.has("listen") and isinstance(r.data["listen"], str):
-        try:
-            listen = HostPort(*_split_host_port(text, allow_hostname=False))
-        except ValueError as exc:
-            r.problem(r.key("listen"), str(exc))
+        listen = _host_port(r, "listen", text) or d.listen
     access_key = r.string("access_key", d.access_key)
     if access_key and not _is_base64(access_key):
         r.problem(r.key("access_key"), "not valid base64")

@@ -44,6 +44,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.web import pages, resource, server
 
 from gateway.config import HostPort
+from gateway.rest.server import QuietSite
 
 __all__ = ["IGNORED_GATEWAY_KEYS", "GcPauses", "StatusCollector", "exported_gateway_keys",
            "listen", "make_registry", "make_site"]
@@ -90,22 +91,34 @@ _COUNTERS = (
     ("events_retried", "callback_retries", "callback deliveries tried again"),
     ("events_failed", "callback_attempts_failed",
      "callback delivery attempts that failed (each retry counts)"),
+    ("rtp_stun_in", "media_stun_requests", "STUN (ICE) requests at the media ports"),
 )
-# per-stream RTP counters ("rtp_<name>" in the document, gateway.media.stream.Counters)
-_RTP_DIRECTIONAL = {
-    "packets_in": ("rtp_packets", "in"), "packets_out": ("rtp_packets", "out"),
-    "bytes_in": ("rtp_bytes", "in"), "bytes_out": ("rtp_bytes", "out"),
-    "rtcp_in": ("rtcp_packets", "in"), "rtcp_out": ("rtcp_packets", "out"),
-}
+# Families with one label: (kind, metric, help, label, ((key, label value), ...)). The
+# per-stream RTP counters are "rtp_<name>" in the document (gateway.media.stream.Counters).
 _RTP_DROPS = ("bad_rtcp", "malformed", "replay", "srtp_auth", "stun_dropped", "unknown_pt",
               "wrong_source")
-_RTP_STUN = "stun_in"
-_TRANSACTIONS = ("client_transactions", "server_transactions")
-_SIP_MESSAGES = (("sip_received", "received"), ("sip_sent", "sent"))
+_Kind = type[GaugeMetricFamily] | type[CounterMetricFamily]
+_Labelled = tuple[_Kind, str, str, str, tuple[tuple[str, str], ...]]
+_LABELLED: tuple[_Labelled, ...] = (
+    (GaugeMetricFamily, "sip_transactions", "SIP transactions in progress", "kind",
+     (("client_transactions", "client"), ("server_transactions", "server"))),
+    (CounterMetricFamily, "sip_messages", "SIP messages received and sent, every transport",
+     "direction", (("sip_received", "received"), ("sip_sent", "sent"))),
+    (CounterMetricFamily, "callback_events",
+     "callback events by what became of them: delivered, or dropped (retries spent, refused "
+     "destination, call gone, queue full, shutdown)", "result",
+     (("events_delivered", "delivered"), ("events_dropped", "dropped"))),
+    *((CounterMetricFamily, metric, f"{metric.replace('_', ' ')} at the media ports",
+       "direction", ((f"rtp_{stem}_in", "in"), (f"rtp_{stem}_out", "out")))
+      for metric, stem in (("rtp_packets", "packets"), ("rtp_bytes", "bytes"),
+                           ("rtcp_packets", "rtcp"))),
+    (CounterMetricFamily, "rtp_dropped",
+     "RTP/RTCP/STUN packets dropped at the media ports, by reason", "reason",
+     tuple((f"rtp_{reason}", reason) for reason in _RTP_DROPS)),
+)
 #: "gateway" keys deliberately not exported (the process collector has the memory; the
 #: delivery latency is a bench figure of the last events, not a series)
 IGNORED_GATEWAY_KEYS = frozenset({"rss_bytes", "events_latency_ms_p50", "events_latency_ms_max"})
-_EVENTS = ("delivered", "dropped")  # what became of each callback event
 # "turn" section (gateway.nat.server and gateway.nat.service counters): these are levels;
 # every other plain key counts something (error_<code> and drop_<reason> become labels)
 _TURN_GAUGES = {
@@ -119,12 +132,10 @@ _TURN_GAUGES = {
     "relay_ports_free": "TURN relay ports free in [turn] relay_port_range",
 }
 _TURN_RENAMED = {"allocations_total": "allocations_created"}  # "allocations" is the gauge
-_TURN_RELAYED = {
-    "packets_to_peer": ("turn_relayed_packets", "to_peer"),
-    "packets_to_client": ("turn_relayed_packets", "to_client"),
-    "bytes_to_peer": ("turn_relayed_bytes", "to_peer"),
-    "bytes_to_client": ("turn_relayed_bytes", "to_client"),
-}
+_TURN_RELAYED: tuple[_Labelled, ...] = tuple(
+    (CounterMetricFamily, f"turn_relayed_{unit}", f"TURN {unit} relayed, by direction",
+     "direction", tuple((f"{unit}_{way}", way) for way in ("to_peer", "to_client")))
+    for unit in ("packets", "bytes"))
 # shown at 0 before the first one, so that increase() sees the first
 _TURN_ERROR_CODES = ("400", "401", "403", "420", "437", "438", "440", "441", "442", "443",
                      "486", "508")
@@ -144,14 +155,21 @@ _ROOM_COUNTERS = (
     ("shared_encodes", "room_shared_encodes", "encodes saved by listeners sharing a mix"),
     ("forwarded", "room_forwarded_packets", "packets forwarded undecoded (SFU)"),
 )
+_USER_GAUGES = (
+    ("registered_users", "registered_users", "[sip] users with a live binding"),
+    ("contacts", "registered_contacts", "live bindings (contacts) of all users"),
+)
+_USER_COUNTERS = (
+    ("registers", "registrar_registers", "REGISTERs accepted"),
+    ("register_refused", "registrar_refused", "REGISTERs refused"),
+)
 
 
 def exported_gateway_keys() -> frozenset[str]:
     """The keys of the status document's "gateway" section that become metrics."""
     return frozenset({
-        *(key for key, _, _ in _GAUGES), *(key for key, _, _ in _COUNTERS), *_TRANSACTIONS,
-        *(key for key, _ in _SIP_MESSAGES), *(f"events_{result}" for result in _EVENTS),
-        *(f"rtp_{name}" for name in (*_RTP_DIRECTIONAL, *_RTP_DROPS, _RTP_STUN)),
+        *(key for key, _, _ in (*_GAUGES, *_COUNTERS)),
+        *(key for *_, pairs in _LABELLED for key, _ in pairs),
     })
 
 
@@ -165,6 +183,27 @@ def _number(value: object) -> float | None:
 def _section(doc: Mapping[str, object], name: str) -> Mapping[str, object]:
     value = doc.get(name)
     return value if isinstance(value, Mapping) else {}
+
+
+def _singles(section: Mapping[str, object], table: tuple[tuple[str, str, str], ...],
+             kind: _Kind) -> Iterator[Metric]:
+    """A family of one unlabelled sample per (key, metric, help) whose key is a figure."""
+    for key, name, text in table:
+        value = _number(section.get(key))
+        if value is not None:
+            yield kind(PREFIX + name, text, value=value)
+
+
+def _labelled(section: Mapping[str, object], table: tuple[_Labelled, ...]) -> Iterator[Metric]:
+    """A family per (kind, metric, help, label, pairs): one sample per pair whose key is a
+    figure, labelled with the pair's value."""
+    for kind, name, text, label, pairs in table:
+        family = kind(PREFIX + name, text, labels=[label])
+        for key, label_value in pairs:
+            value = _number(section.get(key))
+            if value is not None:
+                family.add_metric([label_value], value)
+        yield family
 
 
 class StatusCollector(Collector):
@@ -188,40 +227,9 @@ class StatusCollector(Collector):
 
     @staticmethod
     def _gateway(gateway: Mapping[str, object]) -> Iterator[Metric]:
-        for key, name, text in _GAUGES:
-            value = _number(gateway.get(key))
-            if value is not None:
-                yield GaugeMetricFamily(PREFIX + name, text, value=value)
-        for key, name, text in _COUNTERS:
-            value = _number(gateway.get(key))
-            if value is not None:
-                yield CounterMetricFamily(PREFIX + name, text, value=value)
-        transactions = GaugeMetricFamily(PREFIX + "sip_transactions",
-                                         "SIP transactions in progress", labels=["kind"])
-        for key in _TRANSACTIONS:
-            value = _number(gateway.get(key))
-            if value is not None:
-                transactions.add_metric([key.split("_")[0]], value)
-        yield transactions
-        messages = CounterMetricFamily(PREFIX + "sip_messages",
-                                       "SIP messages received and sent, every transport",
-                                       labels=["direction"])
-        for key, direction in _SIP_MESSAGES:
-            value = _number(gateway.get(key))
-            if value is not None:
-                messages.add_metric([direction], value)
-        yield messages
-        events = CounterMetricFamily(PREFIX + "callback_events",
-                                     "callback events by what became of them: delivered, or "
-                                     "dropped (retries spent, refused destination, call gone, "
-                                     "queue full, shutdown)",
-                                     labels=["result"])
-        for result in _EVENTS:
-            value = _number(gateway.get(f"events_{result}"))
-            if value is not None:
-                events.add_metric([result], value)
-        yield events
-        yield from _rtp(gateway)
+        yield from _singles(gateway, _GAUGES, GaugeMetricFamily)
+        yield from _singles(gateway, _COUNTERS, CounterMetricFamily)
+        yield from _labelled(gateway, _LABELLED)
 
     @staticmethod
     def _trunks(trunks: object) -> Iterator[Metric]:
@@ -275,25 +283,12 @@ class StatusCollector(Collector):
     @staticmethod
     def _users(users: Mapping[str, object]) -> Iterator[Metric]:
         """Counts only: user names stay off the (unauthenticated) endpoint."""
-        if not users:
-            return
-        for key, name, text in (("registered_users", "registered_users",
-                                 "[sip] users with a live binding"),
-                                ("contacts", "registered_contacts",
-                                 "live bindings (contacts) of all users")):
-            value = _number(users.get(key))
-            if value is not None:
-                yield GaugeMetricFamily(PREFIX + name, text, value=value)
-        for key, name, text in (("registers", "registrar_registers", "REGISTERs accepted"),
-                                ("register_refused", "registrar_refused",
-                                 "REGISTERs refused")):
-            value = _number(users.get(key))
-            if value is not None:
-                yield CounterMetricFamily(PREFIX + name, text, value=value)
+        yield from _singles(users, _USER_GAUGES, GaugeMetricFamily)
+        yield from _singles(users, _USER_COUNTERS, CounterMetricFamily)
 
     @staticmethod
     def _turn(turn: Mapping[str, object]) -> Iterator[Metric]:
-        relayed: dict[str, CounterMetricFamily] = {}
+        relayed = {key for *_, pairs in _TURN_RELAYED for key, _ in pairs}
         errors = CounterMetricFamily(PREFIX + "turn_error_responses",
                                      "STUN/TURN error responses sent, by error code",
                                      labels=["code"])
@@ -305,18 +300,10 @@ class StatusCollector(Collector):
                   **{f"drop_{reason}": 0 for reason in _TURN_DROP_REASONS}, **turn}
         for key, raw in sorted(seeded.items()):
             value = _number(raw)
-            if value is None:
+            if value is None or key in relayed:
                 continue
             if key in _TURN_GAUGES:
                 yield GaugeMetricFamily(PREFIX + "turn_" + key, _TURN_GAUGES[key], value=value)
-            elif key in _TURN_RELAYED:
-                name, direction = _TURN_RELAYED[key]
-                family = relayed.get(name)
-                if family is None:
-                    family = relayed[name] = CounterMetricFamily(
-                        PREFIX + name, f"TURN {name.rsplit('_', 1)[1]} relayed, by direction",
-                        labels=["direction"])
-                family.add_metric([direction], value)
             elif key.startswith("error_"):
                 errors.add_metric([key[len("error_"):]], value)
             elif key.startswith("drop_"):
@@ -325,37 +312,9 @@ class StatusCollector(Collector):
                 name = _TURN_RENAMED.get(key, key)
                 yield CounterMetricFamily(PREFIX + "turn_" + name,
                                           f"STUN/TURN {name.replace('_', ' ')}", value=value)
-        yield from relayed.values()
+        yield from _labelled(turn, _TURN_RELAYED)
         yield errors
         yield drops
-
-
-def _rtp(gateway: Mapping[str, object]) -> Iterator[Metric]:
-    """The summed stream counters: packets/bytes each way by direction, the drops by reason."""
-    families: dict[str, CounterMetricFamily] = {}
-    for name, (metric, direction) in _RTP_DIRECTIONAL.items():
-        value = _number(gateway.get(f"rtp_{name}"))
-        if value is None:
-            continue
-        family = families.get(metric)
-        if family is None:
-            family = families[metric] = CounterMetricFamily(
-                PREFIX + metric, f"{metric.replace('_', ' ')} at the media ports",
-                labels=["direction"])
-        family.add_metric([direction], value)
-    yield from families.values()
-    drops = CounterMetricFamily(PREFIX + "rtp_dropped",
-                                "RTP/RTCP/STUN packets dropped at the media ports, by reason",
-                                labels=["reason"])
-    for reason in _RTP_DROPS:
-        value = _number(gateway.get(f"rtp_{reason}"))
-        if value is not None:
-            drops.add_metric([reason], value)
-    yield drops
-    stun = _number(gateway.get(f"rtp_{_RTP_STUN}"))
-    if stun is not None:
-        yield CounterMetricFamily(PREFIX + "media_stun_requests",
-                                  "STUN (ICE) requests at the media ports", value=stun)
 
 
 class _ProcessCollector(Collector):
@@ -523,18 +482,10 @@ class _MetricsResource(resource.Resource):
         return body
 
 
-class _Site(server.Site):
-    noisy = False
-    displayTracebacks = False
-
-    def log(self, request: Any) -> None:
-        """No access log: a scrape every few seconds is not news."""
-
-
 def make_site(status: Status, reactor: Any, gc_pauses: GcPauses | None = None) -> server.Site:
     root = _Root()  # type: ignore[no-untyped-call]
     root.putChild(b"metrics", _MetricsResource(make_registry(status, gc_pauses)))
-    return _Site(root, reactor=reactor)  # type: ignore[no-untyped-call]
+    return QuietSite(root, reactor=reactor)  # type: ignore[no-untyped-call]
 
 
 def listen(reactor: Any, address: HostPort, status: Status,
@@ -544,10 +495,7 @@ def listen(reactor: Any, address: HostPort, status: Status,
     port: IListeningPort = reactor.listenTCP(address.port,
                                              make_site(status, reactor, gc_pauses),
                                              interface=address.host)
-    log.info("metrics (Prometheus, HTTP) on http://%s/metrics", _url_host(port.getHost()))
+    bound = port.getHost()
+    log.info("metrics (Prometheus, HTTP) on http://%s/metrics",
+             HostPort(bound.host, bound.port))  # type: ignore[attr-defined]
     return port
-
-
-def _url_host(host: Any) -> str:
-    address = str(host.host)
-    return f"[{address}]:{host.port}" if ":" in address else f"{address}:{host.port}"

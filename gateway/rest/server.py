@@ -257,8 +257,9 @@ class RestResource(Resource):
         return server.NOT_DONE_YET
 
 
-class _Site(server.Site):
-    """twisted.web Site without tracebacks, form parsing or Twisted's access log file."""
+class QuietSite(server.Site):
+    """twisted.web Site without tracebacks or Twisted's access log file (a request goes to
+    the debug log); the REST surface's and the metrics endpoint's."""
 
     noisy = False
     displayTracebacks = False
@@ -271,7 +272,7 @@ def make_site(api: Api, access_key: bytes, reactor: Any, *,
               relay: RelayIssuer | None = None) -> server.Site:
     """The twisted.web Site serving the REST surface (`access_key` is the decoded key;
     `relay` answers the TURN relay configuration route)."""
-    return _Site(  # type: ignore[no-untyped-call]
+    return QuietSite(  # type: ignore[no-untyped-call]
         RestResource(api, access_key, reactor, relay=relay), requestFactory=_Request,
         parsePOSTFormSubmission=False, timeout=IDLE_TIMEOUT, reactor=reactor)
 
